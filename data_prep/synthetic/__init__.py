@@ -1,0 +1,1 @@
+"""Synthetic talking-head corpus: phonemes, speech audio, mouth motion."""
