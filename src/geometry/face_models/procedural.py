@@ -48,6 +48,9 @@ MOUTH_Y = -69.0  # mouth line
 EYE_X = 31.5  # eye centres at (+-EYE_X, 0.5)
 EYE_R = 12.0  # eyeball radius
 JAW_HINGE = np.array([0.0, -22.0, 5.0])  # jaw rotation axis passes through here, along x
+IRIS_RADIUS = 5.8  # mm
+EYE_POLAR = np.r_[np.arccos(1 - IRIS_RADIUS ** 2 / (2 * EYE_R ** 2)), np.linspace(0.75, 1.9, 8)]  # eyeball rings
+IRIS_UV_RADIUS = EYE_POLAR[0] / EYE_POLAR[-1]  # iris edge radius in an eye tile, as a fraction of its half-width
 JAW_ANGLE = 0.26  # radians at jaw_open = 1 (about 25 mm of inner-lip opening)
 
 # iBUG-68 in MediaPipe indices: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, lips 48-67.
@@ -252,9 +255,9 @@ def _polar_grid(n_rings: int, n_seg: int):
     return np.asarray(tris, np.int64)
 
 
-def _eyeball(centre: np.ndarray, n_seg: int = 16, n_rings: int = 9):
+def _eyeball(centre: np.ndarray, n_seg: int = 16):
     """A sphere cap facing +z; ring 1 is the iris edge (its segments 0, 4, 8, 12 are iris landmarks)."""
-    polar = np.r_[np.arccos(1 - 5.8 ** 2 / (2 * EYE_R ** 2)), np.linspace(0.75, 1.9, n_rings - 1)]
+    polar, n_rings = EYE_POLAR, len(EYE_POLAR)
     azim = np.linspace(0, 2 * np.pi, n_seg, endpoint=False)
     ring = np.stack([np.sin(polar)[:, None] * np.cos(azim), np.sin(polar)[:, None] * np.sin(azim),
                      np.repeat(np.cos(polar)[:, None], n_seg, 1)], -1).reshape(-1, 3)  # (R*S, 3)
