@@ -134,6 +134,8 @@ def test_ict_originals_agree_with_npz():
     np.testing.assert_allclose(from_obj.id_basis[:, :, 0], from_npz.id_basis[:, :, 0], atol=1e-5)
     with pytest.raises(FileNotFoundError, match="incomplete"):
         load_ict(ICT_DIR)
+    assert int((from_npz.part == PARTS["eye"]).sum()) == 3140  # two eyeballs, from ICT's vertex ranges
+    assert from_npz.triangles.max() < 24591  # translucent overlay shells (lashes, occlusion) dropped
     fm = FaceModel(from_npz)
     jaw = torch.zeros(1, fm.n_exp)
     jaw[0, fm.exp_names.index("jawOpen")] = 1.0

@@ -128,9 +128,21 @@ def vertex_colours(face_model, appearance: Appearance) -> np.ndarray:
     colours[face_model.lip.numpy()] = appearance.lips
     if face_model.part is not None:
         part = face_model.part.numpy()
-        colours[part == PARTS["eye"]] = (0.92, 0.9, 0.88)
+        colours[part == PARTS["eye"]] = _eyeball_colours(face_model.mean.numpy(), part == PARTS["eye"], appearance.iris)
         colours[np.isin(part, [PARTS["teeth_upper"], PARTS["teeth_lower"]])] = (0.93, 0.91, 0.85)
         colours[part == PARTS["mouth"]] = (0.25, 0.06, 0.06)
+    return colours
+
+
+def _eyeball_colours(mean: np.ndarray, is_eye: np.ndarray, iris) -> np.ndarray:
+    """Sclera, iris and pupil on eyeball vertices, by the angle from each eyeball's forward (+z) axis."""
+    eye = mean[is_eye]
+    colours = np.tile(np.array([0.92, 0.9, 0.88], np.float32), (len(eye), 1))
+    for side in (eye[:, 0] < 0, eye[:, 0] >= 0):
+        centre = eye[side].mean(0)
+        cos = ((eye[side] - centre) / np.linalg.norm(eye[side] - centre, axis=1, keepdims=True))[:, 2]
+        colours[np.flatnonzero(side)[cos > 0.9]] = iris
+        colours[np.flatnonzero(side)[cos > 0.975]] = (0.03, 0.03, 0.03)
     return colours
 
 

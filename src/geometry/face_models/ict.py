@@ -20,11 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from src.geometry.face_models import regions
-from src.geometry.face_models.schema import FaceModelData
+from src.geometry.face_models.schema import PARTS, FaceModelData
 
 log = logging.getLogger(__name__)
 
 FACE_VERTICES = 9409  # ICT's "face" area [0:9408]: face, scalp, ears, front of neck
+# ICT-FaceKit's documented vertex ranges (checked against its landmarks: each eyeball is a 3 cm ball on
+# its eye, teeth, gums and socket sit at the mouth). From 24591 on come lacrimal fluid, eye blend and
+# occlusion shells and eyelashes: translucent overlays, whose triangles are dropped so an opaque
+# rasteriser (PNCC, renders) does not paint over the eyes.
+PART_RANGES = {"mouth": [(11248, 13293), (14062, 17038)], "teeth_upper": [(17039, 21450)], "eye": [(21451, 24590)]}
+OVERLAYS_FROM = 24591
 MOUTH_MODES = ("jaw", "mouth", "cheekPuff")
 
 
@@ -89,11 +95,25 @@ def _to_schema(mean, tris, id_basis, exp_basis, names, lmk68) -> FaceModelData:
     exp_basis = np.asarray(exp_basis, np.float32).transpose(1, 2, 0)
     lmk68 = np.asarray(lmk68, np.int64)
     face = np.arange(FACE_VERTICES)
+    tris = np.asarray(tris, np.int64)
+    tris = tris[(tris < OVERLAYS_FROM).all(1)]
     mouth_modes = [i for i, n in enumerate(names) if n.startswith(MOUTH_MODES)]
     moved = np.linalg.norm(exp_basis[:, :, mouth_modes], axis=1).max(1) > 0.03 if mouth_modes else None  # 0.3 mm
     lower = regions.lower_set(mean, lmk68, face, moved)
     return FaceModelData(
         name="ict-facekit", mean=mean, id_basis=id_basis, exp_basis=exp_basis, triangles=tris, lmk68=lmk68,
         lower=lower, upper=np.setdiff1d(np.arange(len(mean)), lower), lip=regions.lip_set(mean, lmk68, face, 1.0),
-        mouth_pairs=regions.mouth_pairs(lmk68), exp_names=names, units_to_mm=10.0,
+        mouth_pairs=regions.mouth_pairs(lmk68), exp_names=names, units_to_mm=10.0, part=_parts(len(mean)),
     )
+
+
+def _parts(n: int) -> np.ndarray | None:
+    """Part labels from ``PART_RANGES`` for the full 26,719-vertex head; None for another vertex count."""
+    if n != 26719:
+        return None
+    part = np.full(n, PARTS["face"])
+    for name, ranges in PART_RANGES.items():
+        for lo, hi in ranges:
+            part[lo:hi + 1] = PARTS[name]
+    part[OVERLAYS_FROM:] = PARTS["other"]
+    return part
