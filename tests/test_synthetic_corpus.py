@@ -101,3 +101,10 @@ def test_bad_arguments_are_named(tmp_path):
         generate(["--out", str(tmp_path), "--speakers", "0"])
     with pytest.raises(ValueError, match="face model spec"):
         generate(["--out", str(tmp_path), "--face-model", "flame"])
+
+
+def test_resume_with_other_settings_is_refused(corpus):
+    changed = [*ARGS]
+    changed[changed.index("--seconds") + 1] = "3"
+    with pytest.raises(ValueError, match="--seconds 2.0 -> 3.0"):
+        generate(["--out", str(corpus), *changed])

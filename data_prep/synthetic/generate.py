@@ -85,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     load_face_model_data(args.face_model)  # fail fast on a bad --face-model, before any worker starts
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("preview", "workers")}
+    _check_same_settings(out / "corpus.json", settings)
     jobs = [ClipJob(str(out), s, c, args.seed, args.seconds, args.face_model, args.size)
             for s in range(args.speakers) for c in range(args.clips_per_speaker)]
     start = time.time()
     summaries = _run(jobs, args.workers)
-    _write_json(out / "corpus.json", {"args": {k: v for k, v in vars(args).items() if k != "preview"},
-                                      "fps": FPS, "sample_rate": SAMPLE_RATE,
+    _write_json(out / "corpus.json", {"args": settings, "fps": FPS, "sample_rate": SAMPLE_RATE,
                                       "clips": [s["mp4"] for s in summaries]})
     preview = Path(args.preview) if args.preview else out / "preview.png"
     save_preview(preview, summaries)
@@ -99,6 +100,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.time() - start:.1f} s)")
     print(f"preview: {preview.resolve()}")
     return 0
+
+
+def _check_same_settings(index: Path, settings: dict) -> None:
+    """Resuming into a corpus made with other settings would mix clips: refuse, naming the difference."""
+    if not index.is_file():
+        return
+    before = json.loads(index.read_text())["args"]
+    changed = {k: (before.get(k), v) for k, v in settings.items() if k != "out" and before.get(k) != v}
+    if changed:
+        diff = ", ".join("--{} {} -> {}".format(k.replace("_", "-"), a, b) for k, (a, b) in changed.items())
+        raise ValueError(f"{index.parent} holds a corpus made with other settings ({diff}); use a new --out folder")
 
 
 def _run(jobs: list[ClipJob], workers: int) -> list[dict]:
@@ -191,7 +203,10 @@ def _framing(fm, size: int) -> tuple[float, tuple[float, float]]:
 
 
 def _sidecar(job, fm, persona, events, channels, beta, pose, screen, opening, n_samples) -> dict:
-    lmk478, valid = fm.landmarks478(__import__("torch").from_numpy(screen[:, :, :2]))
+    """The clip's ground truth; ``landmarks_478`` is null for a face model without that correspondence."""
+    import torch
+
+    lmk478, valid = fm.landmarks478(torch.from_numpy(screen[:, :, :2]))
     return {
         "clip": str(job.stem.relative_to(job.out)), "speaker": job.speaker_id, "video_id": job.video_id,
         "fps": FPS, "n_frames": int(len(beta)), "sample_rate": SAMPLE_RATE, "n_samples": int(n_samples),
