@@ -1,0 +1,164 @@
+"""Raw talking-head video -> WebDataset shards:
+
+    python -m data_prep.build --source {voxceleb2,celebvhq,vfhq,hdtf,folder,synthetic} --root PATH --out SHARDS
+        [--test-list FILE] [--val 0.1 --test 0.1] [--workers N] [--executor local|ray]
+        [--face-model procedural|ict:PATH|bfm:PATH] [--landmarks detector|sidecar] [--quality CONFIG.yaml]
+        [--hyperiqa WEIGHTS] [--min-seconds 2] [--shard-size 200] [--limit N]
+
+Steps (one file each): ``sources`` (dataset layouts, speakers) -> ``decode`` (25 fps, 16 kHz mono) ->
+``track`` (MediaPipe landmarks, face segments, smoothed 256x256 crops) -> ``quality`` (HyperIQA or the
+embedded scorer, thresholds from config) -> ``fit`` (hybrid 3DMM fit, Eq. 1-2) -> ``shards`` (tars +
+index.json). Splits are by speaker (HDTF's test list fixes its test split).
+
+Outputs in SHARDS: ``<split>-NNNNNN.tar``, ``index.json`` (shards, counts per split, how many clips each
+criterion removed, errors), and ``work/`` (one finished item per clip). A re-run skips finished clips; a
+killed run leaves nothing half-written under a final name and resumes to the same shards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from data_prep import shards
+from data_prep.sources import ClipSource, list_clips, speaker_split
+
+SOURCES = ("voxceleb2", "celebvhq", "vfhq", "hdtf", "folder", "synthetic")
+DEFAULT_QUALITY = Path(__file__).resolve().parents[1] / "experiments" / "data_prep" / "quality.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--root", required=True, type=Path, help="the dataset's folder, in its own layout")
+    p.add_argument("--out", required=True, type=Path, help="shard folder")
+    p.add_argument("--test-list", type=Path, help="HDTF: file naming the test videos (one per line)")
+    p.add_argument("--split-by", default="speaker", choices=["speaker"], help="speaker-disjoint splits")
+    p.add_argument("--val", type=float, default=0.1, help="fraction of speakers for validation")
+    p.add_argument("--test", type=float, default=0.1, help="fraction of speakers for test")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--face-model", default="procedural")
+    p.add_argument("--landmarks", default="detector", choices=["detector", "sidecar"],
+                   help="'sidecar': the synthetic corpus' ground-truth landmarks instead of the detector")
+    p.add_argument("--quality", type=Path, default=DEFAULT_QUALITY, help="quality thresholds (YAML)")
+    p.add_argument("--hyperiqa", type=Path, help="HyperIQA weights (koniq_pretrained.pkl); default: embedded scorer")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="drop face segments shorter than this")
+    p.add_argument("--shard-size", type=int, default=200, help="samples per shard")
+    p.add_argument("--fit-steps", type=int, default=None, help="override the fit's optimisation steps")
+    p.add_argument("--limit", type=int, default=None, help="process only the first N clips")
+    args = p.parse_args(argv)
+    if args.landmarks == "sidecar" and args.source != "synthetic":
+        p.error("--landmarks sidecar reads the synthetic corpus' ground truth: only with --source synthetic")
+    if args.workers < 1 or args.shard_size < 1:
+        p.error("--workers and --shard-size must be >= 1")
+    if not 0 <= args.val < 1 or not 0 <= args.test < 1 or args.val + args.test >= 1:
+        p.error(f"--val and --test must be fractions with val + test < 1, got {args.val}, {args.test}")
+    if args.hyperiqa is not None and not args.hyperiqa.is_file():
+        p.error(f"--hyperiqa {args.hyperiqa}: no such file (the HyperIQA repository's koniq_pretrained.pkl)")
+    return args
+
+
+def make_config(args: argparse.Namespace):
+    from omegaconf import OmegaConf
+
+    from data_prep.process import ProcessConfig
+
+    if not args.quality.is_file():
+        raise FileNotFoundError(f"--quality {args.quality}: no such file")
+    qcfg = OmegaConf.to_container(OmegaConf.load(args.quality), resolve=True)
+    cfg = ProcessConfig(face_model=args.face_model, landmarks=args.landmarks, min_seconds=args.min_seconds,
+                        thresholds=qcfg.get("thresholds", {}), hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
+    if args.fit_steps is not None:
+        cfg.fit.steps = args.fit_steps
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = make_config(args)
+    clips = list_clips(args.source, args.root, test_list=args.test_list)[: args.limit]
+    if not clips:
+        raise FileNotFoundError(f"no {args.source} clips found under {args.root}")
+    work = args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in clips if not shards.is_done(work, c.key)]
+    print(f"{len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to process", file=sys.stderr)
+    start = time.time()
+    run_executor(args.executor, todo, cfg, work, args.workers)
+    split = speaker_split(sorted({c.speaker for c in clips}), args.val, args.test, args.seed)
+    index = shards.assemble(work, args.out, lambda sample: sample.get("fixed_split") or split[sample["speaker"]],
+                            args.shard_size)
+    index["args"] = {k: str(v) for k, v in vars(args).items()}
+    print_summary(index, args.out, time.time() - start)
+    return 0
+
+
+def run_executor(kind: str, clips: list[ClipSource], cfg, work: Path, workers: int) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(clips), desc="clips", unit="clip", file=sys.stderr, smoothing=0.1)
+    if kind == "ray":
+        from data_prep.executors import run_ray
+        run_ray(clips, cfg, work, workers, bar.update)
+    elif workers == 1:
+        for clip in clips:
+            process_and_store(clip, cfg, work)
+            bar.update()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as pool:
+            for future in as_completed([pool.submit(process_and_store, c, cfg, work) for c in clips]):
+                future.result()
+                bar.update()
+    bar.close()
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one clip per process: more threads per clip only contend (ENVIRONMENT.md)
+
+
+_MODELS: dict = {}
+
+
+def process_and_store(clip: ClipSource, cfg, work: Path) -> str:
+    """Process one clip and write its work item; a failure is recorded in the report, not raised."""
+    from data_prep.process import process_clip
+    from src.geometry.face_models import load_face_model
+
+    fm = _MODELS.get(cfg.face_model) or _MODELS.setdefault(cfg.face_model, load_face_model(cfg.face_model))
+    try:
+        samples, report = process_clip(clip, cfg, fm)
+    except Exception as err:  # noqa: BLE001 - one broken clip must not stop a million-clip job
+        samples = []
+        report = {"clip": clip.key, "speaker": clip.speaker, "source": clip.source, "samples": [],
+                  "removed": ["error"], "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    shards.write_work_item(work, clip.key, samples, report)
+    return clip.key
+
+
+def print_summary(index: dict, out: Path, seconds: float) -> None:
+    rep = index["report"]
+    print(f"shards: {out.resolve()} ({seconds:.1f} s)")
+    for split, counts in index["splits"].items():
+        print(f"  {split:5s} {counts['samples']:6d} samples {counts['frames']:8d} frames {counts['speakers']:5d} speakers")
+    print(f"  clips {rep['clips']}, with samples {rep['clips_with_samples']}, segments kept {rep['segments_kept']}, "
+          f"removed {rep['segments_removed']}")
+    for reason, n in rep["removed_by_reason"].items():
+        print(f"  removed: {reason}: {n}")
+    for clip, error in rep["failed"].items():
+        print(f"  failed: {clip}: {error}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

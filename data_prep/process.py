@@ -1,0 +1,209 @@
+"""One clip through the pipeline: decode -> track -> crop -> quality -> 3DMM fit -> samples.
+
+``process_clip`` returns the clip's samples (one per kept face segment, as the byte files of
+``shards.py``) and a report saying what was kept, what was removed and why (``removed`` reasons such as
+``no_audio``, ``no_face``, ``too_short``, ``sharpness<...``), never raising for a bad clip: the caller
+records an ``error`` instead. Two passes over the video keep memory flat: the first tracks the face
+(landmarks only are kept), the second crops and encodes each segment as it streams by.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from data_prep import decode, quality
+from data_prep.fit import FitConfig, fit_clip
+from data_prep.shards import npy_bytes, safe_key
+from data_prep.sources import ClipSource
+from src.geometry.face_models.procedural import IBUG68_FROM_MEDIAPIPE
+from data_prep.track import CROP_SIZE, Track, TrackConfig, crop_frame, face_segments, smooth_boxes, to_crop, track_video
+
+FPS = 25.0
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)  # 640
+
+
+@dataclass
+class ProcessConfig:
+    face_model: str = "procedural"
+    landmarks: str = "detector"  # or "sidecar": the synthetic corpus' ground-truth landmarks (synthetic only)
+    min_seconds: float = 2.0
+    quality_samples: int = 16  # crops per segment given to the quality scorers
+    thresholds: dict = field(default_factory=dict)  # criterion -> [min, max] (None = open)
+    hyperiqa: str | None = None  # HyperIQA weights file; None = the embedded scorer only
+    track: TrackConfig = field(default_factory=TrackConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    @property
+    def min_frames(self) -> int:
+        return int(round(self.min_seconds * FPS))
+
+
+def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[str, bytes]], dict]:
+    """Samples and report of one clip (see the module docstring)."""
+    report = {"clip": clip.key, "speaker": clip.speaker, "source": clip.source, "removed": [], "samples": [],
+              "segments_removed": 0}
+    info = decode.probe(clip.path)
+    report["video"] = {"size": [info.width, info.height], "fps": info.fps, "seconds": info.duration_s}
+    if not info.has_audio:
+        report["removed"].append("no_audio")
+        return [], report
+    track = _track(clip, cfg)
+    report["frames"], report["face_frames"] = len(track.landmarks), int(track.found.sum())
+    long_enough = [s for s in track.segments if s[1] - s[0] >= cfg.min_frames]
+    if not track.segments:
+        report["removed"].append("no_face")
+    elif not long_enough:
+        report["removed"].append(f"too_short({max(e - s for s, e in track.segments)}<{cfg.min_frames})")
+    report["segments_removed"] += len(track.segments) - len(long_enough)
+    if not long_enough:
+        return [], report
+    audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
+    segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)
+    scorers = _scorers(cfg.hyperiqa)
+    check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)
+    samples = []
+    for k, ((start, end), (video_bytes, crops)) in enumerate(zip(long_enough, segments)):
+        lmk = np.stack([to_crop(track.landmarks[t], track.boxes[t]) for t in range(start, end)]).astype(np.float32)
+        context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk, fps=FPS)
+        scores = quality.score_clip(scorers, crops, context)
+        failed = check.check(scores, end - start)
+        if failed:
+            report["removed"] += failed
+            report["segments_removed"] += 1
+            continue
+        key = safe_key(f"{clip.key}/seg{k:02d}")
+        sample, meta = _sample(clip, cfg, fm, key, (start, end), video_bytes, audio, lmk, track.boxes[start:end], scores)
+        samples.append(sample)
+        report["samples"].append(meta)
+    return samples, report
+
+
+@lru_cache(maxsize=2)
+def _scorers(hyperiqa: str | None) -> tuple:
+    """The embedded scorer, plus HyperIQA when its weights are given (built once per process)."""
+    scorers = [quality.EmbeddedScorer()]
+    if hyperiqa:
+        scorers.append(quality.HyperIQAScorer(hyperiqa))
+    return tuple(scorers)
+
+
+def _track(clip: ClipSource, cfg: ProcessConfig) -> Track:
+    if cfg.landmarks == "detector":
+        return track_video(decode.iter_frames(clip.path, FPS), cfg.track)
+    if cfg.landmarks != "sidecar" or "sidecar" not in clip.meta:
+        raise ValueError(f"landmarks={cfg.landmarks!r}: use 'detector', or 'sidecar' for the synthetic source only")
+    side = json.loads(Path(clip.meta["sidecar"]).read_text())
+    landmarks = np.asarray(side["landmarks_478"], np.float32)  # (T, 478, 2) frame pixels
+    segments = face_segments(np.ones(len(landmarks), bool))
+    return Track(landmarks, segments, smooth_boxes(landmarks, segments, cfg.track), tuple(side["size"][::-1]),
+                 {"frames": len(landmarks), "found": len(landmarks), "roi_frames": 0})
+
+
+def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_quality: int):
+    """Second pass: per segment, the crop video as mp4 bytes and up to ``n_quality`` crops for scoring."""
+    out, current, writer = [], None, None
+    wanted = {}
+    for start, end in segments:
+        for t in np.linspace(start, end - 1, min(n_quality, end - start)).round().astype(int):
+            wanted[int(t)] = len(wanted)
+    for frame in decode.iter_frames(path, FPS):
+        t = frame.index
+        seg = next((s for s in segments if s[0] <= t < s[1]), None)
+        if seg != current and writer is not None:
+            out.append(writer.close())
+            writer = None
+        current = seg
+        if seg is None:
+            continue
+        writer = writer or _SegmentWriter()
+        crop, _ = crop_frame(frame.image, track.boxes[t], CROP_SIZE)
+        writer.add(crop, keep=t in wanted)
+    if writer is not None:
+        out.append(writer.close())
+    if len(out) != len(segments):
+        raise RuntimeError(f"{path}: the second decoding pass gave {len(out)} segments, the first {len(segments)}")
+    return out
+
+
+class _SegmentWriter:
+    """Encodes crops to an in-memory H.264 mp4 (256x256, 25 fps) and keeps the frames asked for."""
+
+    def __init__(self):
+        self.buffer = io.BytesIO()
+        self.container = av.open(self.buffer, "w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=int(FPS))
+        self.stream.width = self.stream.height = CROP_SIZE
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": "18", "preset": "fast", "threads": "1"}
+        self.kept: list[np.ndarray] = []
+
+    def add(self, crop: np.ndarray, keep: bool) -> None:
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
+        if keep:
+            self.kept.append(crop)
+
+    def close(self) -> tuple[bytes, np.ndarray]:
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+        return self.buffer.getvalue(), np.stack(self.kept)
+
+
+def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) -> tuple[dict, dict]:
+    start, end = span
+    result = fit_clip(fm, *_fit_landmarks(fm, lmk, cfg.fit))
+    beta = result.beta.detach().numpy().astype(np.float32)
+    meta = {"key": key, "speaker": clip.speaker, "source": clip.source, "clip": clip.key, "segment": [start, end],
+            "n_frames": end - start, "fps": FPS, "sample_rate": SAMPLE_RATE, "crop_size": CROP_SIZE,
+            "face_model": fm.name, "quality": {k: round(float(v), 4) for k, v in scores.items()},
+            "reprojection_px": round(float(np.nanmean(result.reproj_px.numpy())), 4), **clip_split(clip)}
+    meta["iod_px"] = round(float(np.linalg.norm(lmk[:, 33] - lmk[:, 263], axis=-1).mean()), 3)  # outer eye corners
+    meta["reprojection_pct_iod"] = round(100 * meta["reprojection_px"] / meta["iod_px"], 4)
+    meta.update(_ground_truth_error(clip, fm, beta, start, end))
+    sample = {"__key__": key, "mp4": video_bytes,
+              "audio.npy": npy_bytes(audio[start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME]),
+              "alpha.npy": npy_bytes(result.alpha.detach().numpy().astype(np.float32)), "beta.npy": npy_bytes(beta),
+              "pose.npy": npy_bytes(result.pose.detach().numpy().astype(np.float32)), "lmk.npy": npy_bytes(lmk),
+              "box.npy": npy_bytes(boxes.astype(np.float32)), "json": json.dumps(meta, sort_keys=True).encode()}
+    return sample, meta
+
+
+def _fit_landmarks(fm, lmk: np.ndarray, fit_cfg: FitConfig) -> tuple[torch.Tensor, FitConfig]:
+    """Detected MediaPipe-478 landmarks and the fit settings for this face model: all 478 where the model
+    has that correspondence (the procedural model), else their iBUG-68 subset (ICT-FaceKit, BFM)."""
+    if bool((fm.lmk478 >= 0).all()):
+        return torch.from_numpy(lmk), replace(fit_cfg, landmarks="mp478")
+    return torch.from_numpy(lmk[:, IBUG68_FROM_MEDIAPIPE]), replace(fit_cfg, landmarks="ibug68")
+
+
+def clip_split(clip: ClipSource) -> dict:
+    """A split fixed by the dataset (e.g. HDTF's test list), if any."""
+    return {"fixed_split": clip.meta["split"]} if "split" in clip.meta else {}
+
+
+def _ground_truth_error(clip: ClipSource, fm, beta: np.ndarray, start: int, end: int) -> dict:
+    """For synthetic clips rendered with the same face model: fitted vs true expression-only vertices."""
+    if "sidecar" not in clip.meta:
+        return {}
+    side = json.loads(Path(clip.meta["sidecar"]).read_text())
+    if side.get("face_model") != fm.name:
+        return {}
+    truth = torch.tensor(side["beta"][start:end], dtype=torch.float32)
+    with torch.no_grad():
+        diff = (fm.expression_vertices(torch.from_numpy(beta)) - fm.expression_vertices(truth)).norm(dim=-1)  # (T, L)
+    lmk = fm.mean[fm.lmk68].numpy()
+    eye = float(np.linalg.norm(lmk[36:42].mean(0) - lmk[42:48].mean(0))) * fm.units_to_mm
+    mm = diff * fm.units_to_mm
+    return {"gt_exp_error_mm": round(float(mm.mean()), 4), "gt_lower_error_mm": round(float(mm[:, fm.lower].mean()), 4),
+            "gt_exp_error_pct_eye": round(100 * float(mm.mean()) / eye, 4)}
+
+
+def config_dict(cfg: ProcessConfig) -> dict:
+    return asdict(cfg)
