@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="'sidecar': the synthetic corpus' ground-truth landmarks instead of the detector")
     p.add_argument("--quality", type=Path, default=DEFAULT_QUALITY, help="quality thresholds (YAML)")
     p.add_argument("--hyperiqa", type=Path, help="HyperIQA weights (koniq_pretrained.pkl); default: embedded scorer")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="drop face segments shorter than this")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="drop face segments shorter than this (default: min_frames of the quality config)")
     p.add_argument("--shard-size", type=int, default=200, help="samples per shard")
     p.add_argument("--fit-steps", type=int, default=None, help="override the fit's optimisation steps")
     p.add_argument("--limit", type=int, default=None, help="process only the first N clips")
@@ -73,8 +74,13 @@ def make_config(args: argparse.Namespace):
     if not args.quality.is_file():
         raise FileNotFoundError(f"--quality {args.quality}: no such file")
     qcfg = OmegaConf.to_container(OmegaConf.load(args.quality), resolve=True)
-    cfg = ProcessConfig(face_model=args.face_model, landmarks=args.landmarks, min_seconds=args.min_seconds,
-                        thresholds=qcfg.get("thresholds", {}), hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
+    if "filter" not in qcfg or "thresholds" not in qcfg["filter"]:
+        raise ValueError(f"--quality {args.quality}: expected 'filter: {{thresholds: ..., min_frames: ...}}' "
+                         "(see experiments/data_prep/quality.yaml)")
+    min_seconds = args.min_seconds if args.min_seconds is not None else qcfg["filter"].get("min_frames", 50) / 25.0
+    cfg = ProcessConfig(face_model=args.face_model, landmarks=args.landmarks, min_seconds=min_seconds,
+                        thresholds=qcfg["filter"]["thresholds"], scorers=qcfg.get("scorers", {}),
+                        hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
     if args.fit_steps is not None:
         cfg.fit.steps = args.fit_steps
     return cfg

@@ -37,7 +37,8 @@ class ProcessConfig:
     min_seconds: float = 2.0
     quality_samples: int = 16  # crops per segment given to the quality scorers
     thresholds: dict = field(default_factory=dict)  # criterion -> [min, max] (None = open)
-    hyperiqa: str | None = None  # HyperIQA weights file; None = the embedded scorer only
+    scorers: dict = field(default_factory=lambda: {"embedded": {"_target_": "data_prep.quality.EmbeddedScorer"}})
+    hyperiqa: str | None = None  # HyperIQA weights file, added to the scorers when given
     track: TrackConfig = field(default_factory=TrackConfig)
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -66,13 +67,14 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     if not long_enough:
         return [], report
     audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
-    segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)
-    scorers = _scorers(cfg.hyperiqa)
+    segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)  # [(mp4, crops, frames)]
+    scorers = _scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
     check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)
     samples = []
-    for k, ((start, end), (video_bytes, crops)) in enumerate(zip(long_enough, segments)):
+    for k, ((start, end), (video_bytes, crops, shown)) in enumerate(zip(long_enough, segments)):
         lmk = np.stack([to_crop(track.landmarks[t], track.boxes[t]) for t in range(start, end)]).astype(np.float32)
-        context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk, fps=FPS)
+        context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk,
+                                      fps=FPS, crop_frames=np.asarray(shown) - start)
         scores = quality.score_clip(scorers, crops, context)
         failed = check.check(scores, end - start)
         if failed:
@@ -87,9 +89,12 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
 
 
 @lru_cache(maxsize=2)
-def _scorers(hyperiqa: str | None) -> tuple:
-    """The embedded scorer, plus HyperIQA when its weights are given (built once per process)."""
-    scorers = [quality.EmbeddedScorer()]
+def _scorers(config_json: str, hyperiqa: str | None) -> tuple:
+    """The configured scorers (``_target_`` dicts), plus HyperIQA when its weights are given; built once
+    per process."""
+    from hydra.utils import instantiate
+
+    scorers = [instantiate(c) for c in json.loads(config_json).values()]
     if hyperiqa:
         scorers.append(quality.HyperIQAScorer(hyperiqa))
     return tuple(scorers)
@@ -108,7 +113,8 @@ def _track(clip: ClipSource, cfg: ProcessConfig) -> Track:
 
 
 def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_quality: int):
-    """Second pass: per segment, the crop video as mp4 bytes and up to ``n_quality`` crops for scoring."""
+    """Second pass: per segment, the crop video as mp4 bytes, up to ``n_quality`` crops for scoring and the
+    frames they show."""
     out, current, writer = [], None, None
     wanted = {}
     for start, end in segments:
@@ -125,7 +131,7 @@ def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_
             continue
         writer = writer or _SegmentWriter()
         crop, _ = crop_frame(frame.image, track.boxes[t], CROP_SIZE)
-        writer.add(crop, keep=t in wanted)
+        writer.add(crop, t, keep=t in wanted)
     if writer is not None:
         out.append(writer.close())
     if len(out) != len(segments):
@@ -144,16 +150,18 @@ class _SegmentWriter:
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": "18", "preset": "fast", "threads": "1"}
         self.kept: list[np.ndarray] = []
+        self.kept_frames: list[int] = []
 
-    def add(self, crop: np.ndarray, keep: bool) -> None:
+    def add(self, crop: np.ndarray, frame: int, keep: bool) -> None:
         self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
         if keep:
             self.kept.append(crop)
+            self.kept_frames.append(frame)
 
-    def close(self) -> tuple[bytes, np.ndarray]:
+    def close(self) -> tuple[bytes, np.ndarray, list[int]]:
         self.container.mux(self.stream.encode(None))
         self.container.close()
-        return self.buffer.getvalue(), np.stack(self.kept)
+        return self.buffer.getvalue(), np.stack(self.kept), self.kept_frames
 
 
 def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) -> tuple[dict, dict]:
