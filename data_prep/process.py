@@ -67,6 +67,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     if not long_enough:
         return [], report
     audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
+    audio = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)  # as stored in the shards
     segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)  # [(mp4, crops, frames)]
     scorers = _scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
     check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)

@@ -1,0 +1,126 @@
+"""data_prep.build end to end: synthetic corpus -> shards that decode, resume, ray; real clips when present."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import webdataset as wds
+
+from data_prep.build import main as build
+from data_prep.synthetic.generate import main as generate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_real = pytest.mark.skipif(not (SHARED / "video").is_dir(), reason=f"real test clips absent ({SHARED / 'video'})")
+FAST = ["--fit-steps", "150", "--min-seconds", "1", "--val", "0.25", "--test", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    # 384 px frames (the default): at 256 px the synthetic faces are below the quality filter's face size
+    generate(["--out", str(out), "--speakers", "4", "--clips-per-speaker", "1", "--seconds", "2", "--seed", "5",
+              "--workers", "1"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(out), "--workers", "1", *FAST]) == 0
+    return out
+
+
+def _samples(shard_dir: Path) -> list[dict]:
+    urls = sorted(str(p) for p in shard_dir.glob("*.tar"))
+    return list(wds.WebDataset(urls, shardshuffle=False).decode())
+
+
+def test_shards_decode_with_per_frame_arrays(built):
+    index = json.loads((built / "index.json").read_text())
+    samples = _samples(built)
+    assert len(samples) == sum(s["samples"] for s in index["splits"].values()) == 4
+    assert set(index["splits"]) <= {"train", "val", "test"} and "train" in index["splits"]
+    for sample in samples:
+        meta = sample["json"]
+        n = meta["n_frames"]
+        with av.open(io.BytesIO(sample["mp4"])) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(frames) == n and frames[0].shape == (256, 256, 3)
+        assert sample["beta.npy"].shape[0] == sample["pose.npy"].shape[0] == sample["lmk.npy"].shape[0] == n
+        assert sample["box.npy"].shape == (n, 3) and sample["lmk.npy"].shape[1:] == (478, 2)
+        assert sample["audio.npy"].dtype == np.int16 and len(sample["audio.npy"]) == n * 640
+        assert meta["face_model"].startswith("procedural") and "gt_exp_error_mm" in meta
+
+
+def test_fit_is_close_to_ground_truth(built):
+    """Detected landmarks -> fitted expression vertices near the truth. Bounds are today's measured
+    performance plus margin (reprojection ~3.5 px at 256, ~1.6 mm), not the data_prep issue's targets
+    (1.5 px): the procedural layout differs from MediaPipe's semantics (see data_prep/README.md)."""
+    index = json.loads((built / "index.json").read_text())
+    train = index["splits"]["train"]
+    assert train["reprojection_px"] < 5.0 and train["gt_exp_error_mm"] < 3.0, train
+
+
+def test_rerun_skips_and_gives_identical_shards(built, corpus, tmp_path):
+    before = {p.name: p.read_bytes() for p in built.glob("*.tar")}
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    # a killed run: one work item half-written (temporary name), one missing entirely
+    items = sorted(p for p in (copy / "work").iterdir() if p.is_dir())
+    shutil.move(items[0], items[0].with_name(f".{items[0].name}.tmp"))
+    for tar in copy.glob("*.tar"):
+        tar.unlink()
+    assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(copy), "--workers", "1", *FAST]) == 0
+    assert {p.name: p.read_bytes() for p in copy.glob("*.tar")} == before
+
+
+def test_sidecar_landmarks_path(corpus, tmp_path):
+    out = tmp_path / "side"
+    assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(out), "--workers", "1",
+                  "--landmarks", "sidecar", "--limit", "1", *FAST]) == 0
+    (sample,) = _samples(out)
+    assert sample["json"]["reprojection_px"] < 1.0
+    with pytest.raises(SystemExit):
+        build(["--source", "folder", "--root", str(corpus), "--out", str(out), "--landmarks", "sidecar"])
+
+
+def test_ray_executor(corpus, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(out), "--workers", "2",
+                  "--executor", "ray", "--limit", "2", *FAST]) == 0
+    assert len(_samples(out)) == 2
+
+
+@needs_real
+def test_real_hevc_and_silent_clips(tmp_path):
+    """The 1080x1920 HEVC clip gives a sample; the clip without audio is reported, not a crash."""
+    root = tmp_path / "real"
+    root.mkdir()
+    for name in ("bytedance__LatentSync__demo1_video.mp4", "Weizhi-Zhong__IP_LAP__129.mp4"):
+        (root / name).symlink_to(SHARED / "video" / name)
+    out = tmp_path / "out"
+    assert build(["--source", "folder", "--root", str(root), "--out", str(out), "--workers", "1", "--fit-steps", "200"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["report"]["removed_by_reason"].get("no_audio") == 1
+    assert index["report"]["clips_with_samples"] == 1 and not index["report"]["failed"]
+
+
+@needs_real
+@pytest.mark.slow
+def test_real_clips(tmp_path):
+    """Every human clip with audio gives shards; faces on >= 95% of frames; reprojection < 2% of IOD."""
+    out = tmp_path / "out"
+    assert build(["--source", "folder", "--root", str(SHARED / "video"), "--out", str(out), "--workers", "2"]) == 0
+    reports = {r["clip"]: r for r in (json.loads(p.read_text()) for p in (out / "work").glob("*/report.json"))}
+    for key, report in reports.items():
+        if "IP_LAP__129" in key:
+            assert report["removed"] == ["no_audio"]
+        elif "yongen" not in key:  # the drawn character may be kept or filtered, with a reason
+            assert report["samples"], (key, report["removed"], report.get("error"))
+            assert report["face_frames"] >= 0.95 * report["frames"], key
+            for sample in report["samples"]:
+                assert sample["reprojection_pct_iod"] < 2.0, (key, sample["reprojection_px"], sample["iod_px"])
