@@ -30,7 +30,7 @@ import scipy.sparse.linalg as spla
 from src.geometry.face_models.mediapipe_topology import N_MESH, mediapipe_topology
 from src.geometry.face_models.schema import PARTS, FaceModelData
 
-VERSION = "procedural-v1"
+VERSION = "procedural-v2"
 
 EXP_NAMES = [
     "jaw_open", "lip_round", "lip_spread", "lip_close", "upper_lip_raise", "lower_lip_down", "lip_funnel",
@@ -44,8 +44,9 @@ ID_NAMES = [
     "forehead_slope", "face_roundness",
 ]
 
-MOUTH_Y = -69.0  # mouth line
-EYE_X = 31.5  # eye centres at (+-EYE_X, 0.5)
+MOUTH_Y = -66.0  # mouth line
+EYE_X = 29.5  # eye centres at (+-EYE_X, EYE_Y)
+EYE_Y = -1.5
 EYE_R = 12.0  # eyeball radius
 JAW_HINGE = np.array([0.0, -22.0, 5.0])  # jaw rotation axis passes through here, along x
 IRIS_RADIUS = 5.8  # mm
@@ -65,8 +66,8 @@ IBUG68_FROM_MEDIAPIPE = np.array([
 
 # Designed positions (x, y) in mm of anchor vertices that are not on a contour curve (right side given,
 # mirrored with the MediaPipe symmetric partner for the left): nose midline and alae, cheeks.
-_NOSE_MIDLINE = {168: 7.0, 6: -1.0, 197: -9.0, 195: -17.0, 5: -25.0, 4: -31.0, 1: -37.0, 19: -41.0,
-                 94: -44.0, 2: -47.0, 164: -53.0}
+_NOSE_MIDLINE = {168: 3.0, 6: -4.0, 197: -11.0, 195: -19.0, 5: -26.0, 4: -32.0, 1: -38.0, 19: -41.0,
+                 94: -42.5, 2: -44.5, 164: -51.0}
 _NOSE_SIDES = {  # right-side index: (x, y), left partner
     98: ((-14.0, -43.0), 327), 64: ((-16.0, -39.0), 294), 129: ((-18.0, -36.0), 358),
     48: ((-16.0, -35.0), 278), 115: ((-13.0, -33.0), 344), 220: ((-9.0, -31.0), 440),
@@ -147,36 +148,37 @@ def _arc(x0, y0, x1, y1, bulge, power=1.0):
 def _upper_lip(n: int) -> list[tuple[float, float]]:
     t = np.linspace(0.0, 1.0, n)
     bow = 9.0 * np.sin(np.pi * t) ** 0.6 - 1.3 * np.exp(-((t - 0.5) / 0.09) ** 2)  # Cupid's bow dip
-    return list(zip((-25.0 + 50.0 * t).tolist(), (MOUTH_Y + bow).tolist()))
+    return list(zip((-22.0 + 44.0 * t).tolist(), (MOUTH_Y + bow).tolist()))
 
 
 def _oval(side: float, top_to_bottom: bool):
-    """Half of the face outline: top (0, 57) -> widest (+-77, -19) -> chin (0, -120)."""
+    """Half of the face outline: top (0, 50) -> widest (+-66, -31) -> chin (0, -104)."""
     def make(n: int) -> list[tuple[float, float]]:
         half = n // 2  # the side anchor (454 / 234) sits in the middle of each half-path
         theta = np.r_[np.linspace(np.pi / 2, 0.0, half + 1), np.linspace(0.0, -np.pi / 2, n - half)[1:]]
         if not top_to_bottom:
             theta = theta[::-1]
         below = np.clip(-np.sin(theta), 0, None)
-        x = side * 77.0 * np.cos(theta) * (1.0 - 0.22 * below ** 1.5)
-        y = -19.0 + np.where(theta > 0, 76.0, 101.0) * np.sin(theta)
+        above = np.clip(np.sin(theta), 0, None)  # the temples stay wide: the brows end inside the outline
+        x = side * (66.0 + 12.0 * above ** 0.7) * np.cos(theta) * (1.0 - 0.22 * below ** 1.5)
+        y = -31.0 + np.where(theta > 0, 81.0, 73.0) * np.sin(theta)
         return list(zip(x.tolist(), y.tolist()))
     return make
 
 
 _CURVES = {
     "lips_outer_upper": _upper_lip,
-    "lips_outer_lower": _arc(25.0, MOUTH_Y, -25.0, MOUTH_Y, -12.0, 0.9),
-    "lips_inner_upper": _arc(-22.0, MOUTH_Y, 22.0, MOUTH_Y, 0.4),
-    "lips_inner_lower": _arc(22.0, MOUTH_Y, -22.0, MOUTH_Y, -0.4),
-    "right_eye_upper": _arc(-44.0, 1.0, -19.0, 0.0, 5.5, 0.8),
-    "right_eye_lower": _arc(-19.0, 0.0, -44.0, 1.0, -3.5),
-    "left_eye_upper": _arc(44.0, 1.0, 19.0, 0.0, 5.5, 0.8),
-    "left_eye_lower": _arc(19.0, 0.0, 44.0, 1.0, -3.5),
-    "right_brow_lower": _arc(-51.0, 12.0, -15.0, 15.0, 4.0),
-    "right_brow_upper": _arc(-56.0, 16.0, -15.0, 22.0, 5.0),
-    "left_brow_lower": _arc(51.0, 12.0, 15.0, 15.0, 4.0),
-    "left_brow_upper": _arc(56.0, 16.0, 15.0, 22.0, 5.0),
+    "lips_outer_lower": _arc(22.0, MOUTH_Y, -22.0, MOUTH_Y, -12.0, 0.9),
+    "lips_inner_upper": _arc(-19.0, MOUTH_Y, 19.0, MOUTH_Y, 0.4),
+    "lips_inner_lower": _arc(19.0, MOUTH_Y, -19.0, MOUTH_Y, -0.4),
+    "right_eye_upper": _arc(-42.0, -1.0, -17.0, -2.5, 5.5, 0.8),
+    "right_eye_lower": _arc(-17.0, -2.5, -42.0, -1.0, -3.5),
+    "left_eye_upper": _arc(42.0, -1.0, 17.0, -2.5, 5.5, 0.8),
+    "left_eye_lower": _arc(17.0, -2.5, 42.0, -1.0, -3.5),
+    "right_brow_lower": _arc(-50.0, 10.5, -14.0, 13.5, 4.0),
+    "right_brow_upper": _arc(-55.0, 14.5, -14.0, 20.5, 5.0),
+    "left_brow_lower": _arc(50.0, 10.5, 14.0, 13.5, 4.0),
+    "left_brow_upper": _arc(55.0, 14.5, 14.0, 20.5, 5.0),
     "oval_left": _oval(1.0, True),
     "oval_right": _oval(-1.0, False),
 }
@@ -190,16 +192,16 @@ def _depth(xy: np.ndarray) -> np.ndarray:
     """Height field z(x, y) in mm: the face surface's distance towards the camera."""
     x, y = xy[:, 0], xy[:, 1]
     base = 78.0 * np.sqrt(np.clip(1 - (x / 88.0) ** 2, 0.05, None)) * np.sqrt(np.clip(1 - ((y + 25) / 150.0) ** 2, 0.05, None))
-    ridge_t = np.clip((7.0 - y) / 44.0, 0, 1)  # 0 at the bridge, 1 at the tip
+    ridge_t = np.clip((3.0 - y) / 41.0, 0, 1)  # 0 at the bridge, 1 at the tip
     ridge_w = 4.5 + 5.0 * ridge_t
-    nose = (6.0 + 16.0 * ridge_t ** 1.4) * np.exp(-(x / ridge_w) ** 2) * (y > -37) * (y < 9)
-    nose = nose + 22.0 * _gauss(x, y, 0, -37, 8.0, 6.0) + 9.0 * _gauss(np.abs(x), y, 13, -39, 6.0, 5.0)
-    sockets = -9.0 * (_gauss(x, y, -EYE_X, 1, 15, 9) + _gauss(x, y, EYE_X, 1, 15, 9))
-    brow = 5.0 * _gauss(np.abs(x), y, 30, 14, 24, 6)
-    cheeks = 5.0 * _gauss(np.abs(x), y, 42, -22, 14, 12)
-    lips = 7.0 * _gauss(x, y, 0, -63, 20, 7) + 6.0 * _gauss(x, y, 0, -75, 18, 6)
-    mouth_groove = -2.5 * _gauss(np.abs(x), y, 27, -70, 4, 6)
-    chin = 7.0 * _gauss(x, y, 0, -104, 20, 10)
+    nose = (6.0 + 16.0 * ridge_t ** 1.4) * np.exp(-(x / ridge_w) ** 2) * (y > -38) * (y < 5)
+    nose = nose + 22.0 * _gauss(x, y, 0, -38, 8.0, 6.0) + 9.0 * _gauss(np.abs(x), y, 13, -39, 6.0, 5.0)
+    sockets = -9.0 * (_gauss(x, y, -EYE_X, EYE_Y, 15, 9) + _gauss(x, y, EYE_X, EYE_Y, 15, 9))
+    brow = 5.0 * _gauss(np.abs(x), y, 29, 12, 24, 6)
+    cheeks = 5.0 * _gauss(np.abs(x), y, 40, -24, 14, 12)
+    lips = 7.0 * _gauss(x, y, 0, -60, 18, 7) + 6.0 * _gauss(x, y, 0, -72, 16, 6)
+    mouth_groove = -2.5 * _gauss(np.abs(x), y, 24, -67, 4, 6)
+    chin = 7.0 * _gauss(x, y, 0, -92, 18, 9)
     return base + nose + sockets + brow + cheeks + lips + mouth_groove + chin
 
 
@@ -220,7 +222,7 @@ class _Parts:
         for side, name, tile in ((-1.0, "right", (0.75, 0.0)), (1.0, "left", (0.75, 0.25))):  # iris 468.. right first
             lids = np.r_[topo.paths[f"{name}_eye_upper"], topo.paths[f"{name}_eye_lower"]]
             front = face[lids, 2].mean() - 0.8  # just behind the lid margins, so the lids are never pierced
-            centre = np.array([side * EYE_X, 0.5, front - EYE_R])
+            centre = np.array([side * EYE_X, EYE_Y, front - EYE_R])
             iris.append(self._add(_eyeball(centre), PARTS["eye"], (*tile, 0.25, 0.25)))
         lip_z = float(_depth(np.array([[0.0, MOUTH_Y]]))[0])
         self._add(_teeth(lip_z - 6.0, MOUTH_Y + 6.0, MOUTH_Y - 0.6), PARTS["teeth_upper"], (0.75, 0.5, 0.125, 0.25))
@@ -430,7 +432,7 @@ def _lip_funnel(v, f):
 
 def _smile(side: float):
     def mode(v, f):
-        corner = np.array([side * 25.0, MOUTH_Y])
+        corner = np.array([side * 22.0, MOUTH_Y])
         w = np.exp(-np.sum((v[:, :2] - corner) ** 2, 1) / (2 * 16.0 ** 2)) * f.face
         w = w + 0.4 * _gauss(v[:, 0], v[:, 1], side * 38, -30, 14, 10) * f.face  # cheek raise
         d = np.zeros_like(v)
@@ -514,7 +516,7 @@ def _region_shift(cx, cy, sx, sy, dx=0.0, dy=0.0, dz=0.0, mirror=True, scale_x=0
 
 
 def _eye_region(v, f):
-    return _gauss(np.abs(v[:, 0]), v[:, 1], EYE_X, 1.0, 14.0, 10.0)
+    return _gauss(np.abs(v[:, 0]), v[:, 1], EYE_X, EYE_Y, 14.0, 10.0)
 
 
 _IDENTITY = {
