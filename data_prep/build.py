@@ -134,15 +134,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # one clip per process: more threads per clip only contend (ENVIRONMENT.md)
 
 
-_MODELS: dict = {}
-
-
 def process_and_store(clip: ClipSource, cfg, work: Path) -> str:
     """Process one clip and write its work item; a failure is recorded in the report, not raised."""
     from data_prep.process import process_clip
-    from src.geometry.face_models import load_face_model
+    from src.geometry.face_models import shared_face_model
 
-    fm = _MODELS.get(cfg.face_model) or _MODELS.setdefault(cfg.face_model, load_face_model(cfg.face_model))
+    fm = shared_face_model(cfg.face_model)
     try:
         samples, report = process_clip(clip, cfg, fm)
     except Exception as err:  # noqa: BLE001 - one broken clip must not stop a million-clip job

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from data_prep import decode, quality
-from data_prep.fit import FitConfig, fit_clip
+from data_prep.fit import FitConfig, eye_distance_mm, fit_clip, vertex_error_mm
 from data_prep.shards import npy_bytes, safe_key
 from data_prep.sources import ClipSource
 from src.geometry.face_models.procedural import IBUG68_FROM_MEDIAPIPE
@@ -106,7 +106,7 @@ def _track(clip: ClipSource, cfg: ProcessConfig) -> Track:
         return track_video(decode.iter_frames(clip.path, FPS), cfg.track)
     if cfg.landmarks != "sidecar" or "sidecar" not in clip.meta:
         raise ValueError(f"landmarks={cfg.landmarks!r}: use 'detector', or 'sidecar' for the synthetic source only")
-    side = json.loads(Path(clip.meta["sidecar"]).read_text())
+    side = _read_sidecar(clip.meta["sidecar"])
     landmarks = np.asarray(side["landmarks_478"], np.float32)  # (T, 478, 2) frame pixels
     segments = face_segments(np.ones(len(landmarks), bool))
     return Track(landmarks, segments, smooth_boxes(landmarks, segments, cfg.track), tuple(side["size"][::-1]),
@@ -117,10 +117,8 @@ def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_
     """Second pass: per segment, the crop video as mp4 bytes, up to ``n_quality`` crops for scoring and the
     frames they show."""
     out, current, writer = [], None, None
-    wanted = {}
-    for start, end in segments:
-        for t in np.linspace(start, end - 1, min(n_quality, end - start)).round().astype(int):
-            wanted[int(t)] = len(wanted)
+    wanted = {int(t) for start, end in segments
+              for t in np.linspace(start, end - 1, min(n_quality, end - start)).round()}
     for frame in decode.iter_frames(path, FPS):
         t = frame.index
         seg = next((s for s in segments if s[0] <= t < s[1]), None)
@@ -201,18 +199,18 @@ def _ground_truth_error(clip: ClipSource, fm, beta: np.ndarray, start: int, end:
     """For synthetic clips rendered with the same face model: fitted vs true expression-only vertices."""
     if "sidecar" not in clip.meta:
         return {}
-    side = json.loads(Path(clip.meta["sidecar"]).read_text())
+    side = _read_sidecar(clip.meta["sidecar"])
     if side.get("face_model") != fm.name:
         return {}
-    truth = torch.tensor(side["beta"][start:end], dtype=torch.float32)
+    truth = np.asarray(side["beta"][start:end], np.float32)
     with torch.no_grad():
-        diff = (fm.expression_vertices(torch.from_numpy(beta)) - fm.expression_vertices(truth)).norm(dim=-1)  # (T, L)
-    lmk = fm.mean[fm.lmk68].numpy()
-    eye = float(np.linalg.norm(lmk[36:42].mean(0) - lmk[42:48].mean(0))) * fm.units_to_mm
-    mm = diff * fm.units_to_mm
-    return {"gt_exp_error_mm": round(float(mm.mean()), 4), "gt_lower_error_mm": round(float(mm[:, fm.lower].mean()), 4),
-            "gt_exp_error_pct_eye": round(100 * float(mm.mean()) / eye, 4)}
+        error, lower = (vertex_error_mm(fm, beta, truth, region) for region in ("all", "lower"))
+    return {"gt_exp_error_mm": round(error, 4), "gt_lower_error_mm": round(lower, 4),
+            "gt_exp_error_pct_eye": round(100 * error / eye_distance_mm(fm), 4)}
 
 
-def config_dict(cfg: ProcessConfig) -> dict:
-    return asdict(cfg)
+@lru_cache(maxsize=2)
+def _read_sidecar(path: str) -> dict:
+    """A synthetic clip's ground truth (read once per clip, not once per use)."""
+    return json.loads(Path(path).read_text())
+

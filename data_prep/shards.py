@@ -128,10 +128,12 @@ def _fit_summary(samples: list[dict]) -> dict:
 
 def summarise(reports: list[dict]) -> dict:
     """Counts of clips kept and removed, per removal reason (a clip can have several), and segments."""
+    from data_prep.quality import criterion
+
     removed: dict[str, int] = {}
     for report in reports:
         for reason in report.get("removed", []):
-            name = reason.split("(")[0].split("<")[0].split(">")[0]
+            name = criterion(reason)
             removed[name] = removed.get(name, 0) + 1
     kept = [r for r in reports if r.get("samples")]
     return {"clips": len(reports), "clips_with_samples": len(kept),

@@ -123,7 +123,7 @@ class FaceTracker:
             return None
         if self.previous is None:  # the requested face by size at the start
             by_size = sorted(faces, key=lambda f: -_extent(f))
-            return by_size[min(self.cfg.face_index, len(by_size) - 1)] if self.cfg.face_index < len(by_size) else None
+            return by_size[self.cfg.face_index] if self.cfg.face_index < len(by_size) else None
         # afterwards the face closest to where the tracked one was, if it plausibly is the same face
         dist = [np.linalg.norm(f.mean(0) - self.previous.mean(0)) for f in faces]
         best = int(np.argmin(dist))

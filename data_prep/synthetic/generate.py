@@ -21,7 +21,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +138,6 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one clip per process; more threads per clip only contend
 
 
-@lru_cache(maxsize=2)
-def _face_model(spec: str):
-    from src.geometry.face_models import load_face_model
-
-    return load_face_model(spec)
-
-
 def generate_clip(job: ClipJob) -> dict:
     """Render, encode and describe one clip (skipped when its mp4 and json exist). Returns a summary."""
     mp4, sidecar = job.stem.with_suffix(".mp4"), job.stem.with_suffix(".json")
@@ -161,7 +153,9 @@ def generate_clip(job: ClipJob) -> dict:
     from data_prep.synthetic.video_io import write_mp4
     from data_prep.synthetic.visemes import mouth_tracks
 
-    fm = _face_model(job.face_model)
+    from src.geometry.face_models import shared_face_model
+
+    fm = shared_face_model(job.face_model)
     persona = Persona.sample(job.speaker_id, fm.n_id, np.random.default_rng([job.seed, job.speaker]))
     rng = np.random.default_rng([job.seed, job.speaker, job.clip])
     n = int(round(job.seconds * FPS))

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from src.geometry.face_models.schema import PARTS, FaceModelData
@@ -44,4 +45,11 @@ def load_face_model(spec: str = "procedural"):
     return FaceModel(load_face_model_data(spec))
 
 
-__all__ = ["PARTS", "FaceModelData", "load_face_model", "load_face_model_data"]
+@lru_cache(maxsize=4)
+def shared_face_model(spec: str = "procedural"):
+    """``load_face_model(spec)`` built once per process and shared (worker processes of data jobs); the
+    module holds buffers only, so sharing is safe as long as callers do not modify them."""
+    return load_face_model(spec)
+
+
+__all__ = ["PARTS", "FaceModelData", "load_face_model", "load_face_model_data", "shared_face_model"]
