@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     index = shards.assemble(work, args.out, lambda sample: sample.get("fixed_split") or split[sample["speaker"]],
                             args.shard_size)
     index["args"] = {k: str(v) for k, v in vars(args).items()}
+    # say which quality scorers ran: without --hyperiqa the paper's IQA is not used, only the embedded one
+    index["quality_scorers"] = sorted(cfg.scorers) + (["hyperiqa"] if cfg.hyperiqa else [])
     print_summary(index, args.out, time.time() - start)
     return 0
 
@@ -153,6 +155,8 @@ def process_and_store(clip: ClipSource, cfg, work: Path) -> str:
 def print_summary(index: dict, out: Path, seconds: float) -> None:
     rep = index["report"]
     print(f"shards: {out.resolve()} ({seconds:.1f} s)")
+    if "hyperiqa" not in index["quality_scorers"]:
+        print("  quality: embedded scorer only (no --hyperiqa weights given: the paper's HyperIQA filter did not run)")
     for split, counts in index["splits"].items():
         print(f"  {split:5s} {counts['samples']:6d} samples {counts['frames']:8d} frames {counts['speakers']:5d} speakers")
     print(f"  clips {rep['clips']}, with samples {rep['clips_with_samples']}, segments kept {rep['segments_kept']}, "

@@ -43,6 +43,7 @@ def test_shards_decode_with_per_frame_arrays(built):
     samples = _samples(built)
     assert len(samples) == sum(s["samples"] for s in index["splits"].values()) == 4
     assert set(index["splits"]) <= {"train", "val", "test"} and "train" in index["splits"]
+    assert index["quality_scorers"] == ["embedded"]  # no --hyperiqa: stated, not silent
     for sample in samples:
         meta = sample["json"]
         n = meta["n_frames"]
