@@ -99,11 +99,11 @@ def main(argv=None) -> int:
     start = time.time()
     run_executor(args.executor, todo, cfg, work, args.workers)
     split = speaker_split(sorted({c.speaker for c in clips}), args.val, args.test, args.seed)
+    # which quality scorers ran is stated: without --hyperiqa the paper's IQA is not used, only the embedded one
+    meta = {"args": {k: str(v) for k, v in vars(args).items()},
+            "quality_scorers": sorted(cfg.scorers) + (["hyperiqa"] if cfg.hyperiqa else [])}
     index = shards.assemble(work, args.out, lambda sample: sample.get("fixed_split") or split[sample["speaker"]],
-                            args.shard_size)
-    index["args"] = {k: str(v) for k, v in vars(args).items()}
-    # say which quality scorers ran: without --hyperiqa the paper's IQA is not used, only the embedded one
-    index["quality_scorers"] = sorted(cfg.scorers) + (["hyperiqa"] if cfg.hyperiqa else [])
+                            args.shard_size, meta)
     print_summary(index, args.out, time.time() - start)
     return 0
 

@@ -69,9 +69,10 @@ def read_reports(work: Path) -> list[dict]:
             if item.is_dir() and not item.name.startswith(".") and (item / REPORT).is_file()]
 
 
-def assemble(work: Path, out: Path, split_of: Callable[[dict], str], shard_size: int = 200) -> dict:
+def assemble(work: Path, out: Path, split_of: Callable[[dict], str], shard_size: int = 200,
+             meta: dict | None = None) -> dict:
     """Pack every kept sample into per-split shards (``split_of(sample report) -> 'train'|'val'|'test'``)
-    and write ``index.json``. Returns the index."""
+    and write ``index.json``, with ``meta`` (e.g. the command's arguments) merged in. Returns the index."""
     reports = read_reports(work)
     by_split: dict[str, list[tuple[str, Path, dict]]] = {}
     for report in reports:
@@ -97,6 +98,7 @@ def assemble(work: Path, out: Path, split_of: Callable[[dict], str], shard_size:
         if stale.name not in written:
             stale.unlink()
     index["report"] = summarise(reports)
+    index.update(meta or {})
     tmp = out / ".index.json.tmp"
     tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
     os.replace(tmp, out / "index.json")
