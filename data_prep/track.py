@@ -14,6 +14,7 @@ region around the chosen one; the region then follows the landmarks from frame t
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -52,6 +53,9 @@ class FaceTracker:
     """Follows one face through a video's frames (call ``update`` frame by frame, in order)."""
 
     def __init__(self, cfg: TrackConfig):
+        # MediaPipe's C++ side logs a warning per graph to stderr ("Feedback manager requires a model with a
+        # single signature..."): harmless, and it buries the progress bar; errors still show
+        os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
 
         self.cfg = cfg

@@ -17,6 +17,7 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import src.utils.resolvers  # noqa: E402,F401  (${face_model:...} in the configs)
 from src.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers  # noqa: E402
 from src.utils.metrics import metric_value  # noqa: E402
 from src.utils.run_info import RunInfoInCheckpoint, run_info, save_run_info  # noqa: E402

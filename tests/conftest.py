@@ -9,6 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import src.utils.resolvers  # noqa: F401  (registers ${face_model:...}, as src.train does)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "experiments"
 
@@ -40,3 +42,45 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(list(overrides), tmp_path / run)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory) -> Path:
+    """A tiny synthetic corpus (4 speakers, one 3 s clip each) built into shards: 2 train speakers, 1 val,
+    1 test. Ground-truth (sidecar) landmarks and a short fit keep it fast; the detector path is covered by
+    tests/test_build.py."""
+    from data_prep.build import main as build
+    from data_prep.synthetic.generate import main as generate
+
+    corpus = tmp_path_factory.mktemp("geometry_corpus")
+    shards = tmp_path_factory.mktemp("geometry_shards")
+    generate(["--out", str(corpus), "--speakers", "4", "--clips-per-speaker", "1", "--seconds", "3", "--seed", "11",
+              "--workers", "1"])
+    assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(shards), "--workers", "1",
+                  "--landmarks", "sidecar", "--fit-steps", "60", "--min-seconds", "1", "--val", "0.25",
+                  "--test", "0.25"]) == 0
+    return shards
+
+
+# the stage-1 experiments on the tiny shards: short windows, no data workers, a tiny HuBERT
+GEOMETRY_TEST_OVERRIDES = ["data.window=16", "data.ref_window=16", "data.min_ref=8", "data.batch_size=4",
+                           "data.num_workers=0", "data.train_batches=4", "model/net/e_aud=hubert_tiny"]
+
+
+def _geometry_overrides(shards: Path) -> list[str]:
+    return [f"data.root='{shards}'", *GEOMETRY_TEST_OVERRIDES]
+
+
+@pytest.fixture
+def experiment_geometry_style_overrides(synthetic_shards) -> list[str]:
+    return _geometry_overrides(synthetic_shards)
+
+
+@pytest.fixture
+def experiment_geometry_no_style_overrides(synthetic_shards) -> list[str]:
+    return _geometry_overrides(synthetic_shards)
+
+
+@pytest.fixture
+def experiment_geometry_demo_overrides(synthetic_shards) -> list[str]:
+    return _geometry_overrides(synthetic_shards)

@@ -1,0 +1,22 @@
+"""Stage 1 of PersonaTalk, style-aware geometry construction (DESIGN.md 4): one module per file."""
+from src.models.geometry.attention import CrossAttentionBlock, SinusoidalPosition, TemporalSelfAttention
+from src.models.geometry.d_vtx import VertexDecoder
+from src.models.geometry.e_aud import AudioEncoder
+from src.models.geometry.e_vtx import VertexEncoder
+from src.models.geometry.personatalk_geometry import StyleAwareGeometry
+from src.models.geometry.style import StyleEncoder
+from src.models.geometry.style_injection import StyleInjection
+from src.models.geometry.template_driving import TemplateDriving
+
+__all__ = [
+    "AudioEncoder",
+    "CrossAttentionBlock",
+    "SinusoidalPosition",
+    "StyleAwareGeometry",
+    "StyleEncoder",
+    "StyleInjection",
+    "TemplateDriving",
+    "TemporalSelfAttention",
+    "VertexDecoder",
+    "VertexEncoder",
+]
