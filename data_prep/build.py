@@ -21,6 +21,8 @@ import json
 import os
 import sys
 import time
+
+import numpy as np
 import traceback
 from pathlib import Path
 
@@ -89,6 +91,7 @@ def make_config(args: argparse.Namespace):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = make_config(args)
+    check_face_model(cfg)
     clips = list_clips(args.source, args.root, test_list=args.test_list)[: args.limit]
     if not clips:
         raise FileNotFoundError(f"no {args.source} clips found under {args.root}")
@@ -134,6 +137,18 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)  # one clip per process: more threads per clip only contend (ENVIRONMENT.md)
+
+
+def check_face_model(cfg) -> None:
+    """Load the face model and its landmark calibration once, before any clip: a missing or outdated
+    calibration file is one clear error here, not a failure recorded in every clip's report."""
+    from data_prep.fit import landmark_offset
+    from data_prep.process import fit_landmarks
+    from src.geometry.face_models import shared_face_model
+
+    fm = shared_face_model(cfg.face_model)
+    _, fit_cfg = fit_landmarks(fm, np.zeros((1, 478, 2), np.float32), cfg.fit, exact=cfg.landmarks == "sidecar")
+    landmark_offset(fm, fit_cfg)
 
 
 def process_and_store(clip: ClipSource, cfg, work: Path) -> str:

@@ -56,7 +56,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     if not info.has_audio:
         report["removed"].append("no_audio")
         return [], report
-    track = _track(clip, cfg)
+    track = track_clip(clip, cfg)
     report["frames"], report["face_frames"] = len(track.landmarks), int(track.found.sum())
     long_enough = [s for s in track.segments if s[1] - s[0] >= cfg.min_frames]
     if not track.segments:
@@ -73,7 +73,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)
     samples = []
     for k, ((start, end), (video_bytes, crops, shown)) in enumerate(zip(long_enough, segments)):
-        lmk = np.stack([to_crop(track.landmarks[t], track.boxes[t]) for t in range(start, end)]).astype(np.float32)
+        lmk = crop_landmarks(track, start, end)
         context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk,
                                       fps=FPS, crop_frames=np.asarray(shown) - start)
         scores = quality.score_clip(scorers, crops, context)
@@ -101,16 +101,23 @@ def _scorers(config_json: str, hyperiqa: str | None) -> tuple:
     return tuple(scorers)
 
 
-def _track(clip: ClipSource, cfg: ProcessConfig) -> Track:
+def track_clip(clip: ClipSource, cfg: ProcessConfig) -> Track:
+    """The clip's landmark track: MediaPipe on the decoded frames, or the synthetic sidecar's ground truth
+    (``cfg.landmarks``); landmarks in frame pixels."""
     if cfg.landmarks == "detector":
         return track_video(decode.iter_frames(clip.path, FPS), cfg.track)
     if cfg.landmarks != "sidecar" or "sidecar" not in clip.meta:
         raise ValueError(f"landmarks={cfg.landmarks!r}: use 'detector', or 'sidecar' for the synthetic source only")
-    side = _read_sidecar(clip.meta["sidecar"])
+    side = read_sidecar(clip.meta["sidecar"])
     landmarks = np.asarray(side["landmarks_478"], np.float32)  # (T, 478, 2) frame pixels
     segments = face_segments(np.ones(len(landmarks), bool))
     return Track(landmarks, segments, smooth_boxes(landmarks, segments, cfg.track), tuple(side["size"][::-1]),
                  {"frames": len(landmarks), "found": len(landmarks), "roi_frames": 0})
+
+
+def crop_landmarks(track: Track, start: int, end: int) -> np.ndarray:
+    """Frames [start, end) of the track's landmarks in crop pixels (their smoothed boxes): (t, 478, 2) float32."""
+    return np.stack([to_crop(track.landmarks[t], track.boxes[t]) for t in range(start, end)]).astype(np.float32)
 
 
 def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_quality: int):
@@ -165,7 +172,7 @@ class _SegmentWriter:
 
 def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) -> tuple[dict, dict]:
     start, end = span
-    result = fit_clip(fm, *_fit_landmarks(fm, lmk, cfg.fit))
+    result = fit_clip(fm, *fit_landmarks(fm, lmk, cfg.fit, exact=cfg.landmarks == "sidecar"))
     beta = result.beta.detach().numpy().astype(np.float32)
     meta = {"key": key, "speaker": clip.speaker, "source": clip.source, "clip": clip.key, "segment": [start, end],
             "n_frames": end - start, "fps": FPS, "sample_rate": SAMPLE_RATE, "crop_size": CROP_SIZE,
@@ -182,9 +189,12 @@ def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) ->
     return sample, meta
 
 
-def _fit_landmarks(fm, lmk: np.ndarray, fit_cfg: FitConfig) -> tuple[torch.Tensor, FitConfig]:
-    """Detected MediaPipe-478 landmarks and the fit settings for this face model: all 478 where the model
-    has that correspondence (the procedural model), else their iBUG-68 subset (ICT-FaceKit, BFM)."""
+def fit_landmarks(fm, lmk: np.ndarray, fit_cfg: FitConfig, exact: bool = False) -> tuple[torch.Tensor, FitConfig]:
+    """MediaPipe-478 landmarks and the fit settings for this face model: all 478 where the model has that
+    correspondence (the procedural model), else their iBUG-68 subset (ICT-FaceKit, BFM). ``exact``: the
+    landmarks are the model's own vertices (the synthetic sidecar), so no detector calibration applies."""
+    if exact:
+        fit_cfg = replace(fit_cfg, landmark_calibration=None)
     if bool((fm.lmk478 >= 0).all()):
         return torch.from_numpy(lmk), replace(fit_cfg, landmarks="mp478")
     return torch.from_numpy(lmk[:, IBUG68_FROM_MEDIAPIPE]), replace(fit_cfg, landmarks="ibug68")
@@ -199,7 +209,7 @@ def _ground_truth_error(clip: ClipSource, fm, beta: np.ndarray, start: int, end:
     """For synthetic clips rendered with the same face model: fitted vs true expression-only vertices."""
     if "sidecar" not in clip.meta:
         return {}
-    side = _read_sidecar(clip.meta["sidecar"])
+    side = read_sidecar(clip.meta["sidecar"])
     if side.get("face_model") != fm.name:
         return {}
     truth = np.asarray(side["beta"][start:end], np.float32)
@@ -210,7 +220,7 @@ def _ground_truth_error(clip: ClipSource, fm, beta: np.ndarray, start: int, end:
 
 
 @lru_cache(maxsize=2)
-def _read_sidecar(path: str) -> dict:
+def read_sidecar(path: str) -> dict:
     """A synthetic clip's ground truth (read once per clip, not once per use)."""
     return json.loads(Path(path).read_text())
 

@@ -57,12 +57,14 @@ def test_shards_decode_with_per_frame_arrays(built):
 
 
 def test_fit_is_close_to_ground_truth(built):
-    """Detected landmarks -> fitted expression vertices near the truth. Bounds are today's measured
-    performance plus margin (reprojection ~3.5 px at 256, ~1.6 mm), not the data_prep issue's targets
-    (1.5 px): the procedural layout differs from MediaPipe's semantics (see data_prep/README.md)."""
+    """Detected landmarks -> fitted expression vertices near the truth. With the packaged MediaPipe landmark
+    calibration (made from another seed's corpus, data_prep.calibrate_landmarks) the reprojection meets the
+    data_prep issue's target, < 1.5 px at 256 (measured 0.91 px here; 3.4 px without the calibration). The
+    expression error bound is today's measurement (1.21 mm over all vertices) plus margin: the calibration is
+    a fixed offset, and the detector's expression-dependent error on the mouth remains (data_prep/README.md)."""
     index = json.loads((built / "index.json").read_text())
     train = index["splits"]["train"]
-    assert train["reprojection_px"] < 5.0 and train["gt_exp_error_mm"] < 3.0, train
+    assert train["reprojection_px"] < 1.5 and train["gt_exp_error_mm"] < 1.4, train
 
 
 def test_rerun_skips_and_gives_identical_shards(built, corpus, tmp_path):
@@ -113,7 +115,8 @@ def test_real_hevc_and_silent_clips(tmp_path):
 @needs_real
 @pytest.mark.slow
 def test_real_clips(tmp_path):
-    """Every human clip with audio gives shards; faces on >= 95% of frames; reprojection < 2% of IOD."""
+    """Every human clip with audio gives shards; faces on >= 95% of frames; reprojection < 2% of IOD (the
+    data_prep issue's target, met with the synthetic-only landmark calibration: 1.2-2.0%, d12 the closest)."""
     out = tmp_path / "out"
     assert build(["--source", "folder", "--root", str(SHARED / "video"), "--out", str(out), "--workers", "2"]) == 0
     reports = {r["clip"]: r for r in (json.loads(p.read_text()) for p in (out / "work").glob("*/report.json"))}

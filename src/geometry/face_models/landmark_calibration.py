@@ -1,0 +1,150 @@
+"""Landmark embedding calibration: a fixed per-landmark 3D correction for one (face model, landmark
+detector) pair.
+
+A face model's landmark vertices are where the model *designs* each landmark; a detector places the same
+landmark where *it* learned to. For the procedural model and MediaPipe's 478 landmarks the two differ by a
+systematic field (the detector's learned semantics, not noise and not identity), so fitting detections to
+the raw vertices leaves ~3 px of residual at 256 px and biases the fit. The calibration is an offset
+``(N, 3)`` in model units, in the canonical (pre-pose) model frame, added to the landmark vertices where a
+fit compares them with detections: it rotates with the head. It never changes the mesh (renders, the
+synthetic corpus and the training targets use the raw vertices), and it does not apply to landmarks that
+are the model's own vertices (the synthetic corpus' ground-truth sidecar).
+
+Files: ``calibration/<face model name>_<landmark set>.npy`` (the (N, 3) float32 offset) and a ``.json``
+beside it (the face model name *with its version* it was made for, the landmark set, the detector, and how
+it was made). ``python -m data_prep.calibrate_landmarks`` writes them, from a synthetic corpus only.
+
+Which pairs have one: the face-model families listed in ``CALIBRATED`` (the name before ``-vN``), for that
+landmark set. For them a calibration is required: a missing file, or one made for another version of the
+model, is an error naming the command to run. Every other model / landmark set (ICT-FaceKit, BFM, any
+iBUG-68 fit) has none, i.e. a zero offset: their landmark vertices are annotations of the detector's
+semantics already.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+# landmark set -> face-model families whose correspondence to it is designed rather than annotated
+CALIBRATED = {"mp478": ("procedural",)}
+COMMAND = "python -m data_prep.calibrate_landmarks"
+
+
+@dataclass
+class LandmarkCalibration:
+    """A per-landmark offset (N, 3), model units, canonical frame, for ``face_model`` (name with version)
+    and the landmark set ``landmarks``; ``meta`` records how it was made."""
+
+    face_model: str
+    landmarks: str
+    offset: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.offset = np.asarray(self.offset, np.float32)
+        if self.offset.ndim != 2 or self.offset.shape[1] != 3 or not np.isfinite(self.offset).all():
+            raise ValueError(f"a landmark calibration offset must be a finite (N, 3) array, got {self.offset.shape}")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``PATH.npy`` (the offset) and ``PATH.json`` (model, landmark set, provenance); either suffix
+        or none may be given. Both are written under temporary names, then renamed."""
+        npy, meta = _paths(path)
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        info = {"face_model": self.face_model, "landmarks": self.landmarks, "shape": list(self.offset.shape),
+                **self.meta}
+        tmp_npy, tmp_json = npy.with_name(f".{npy.name}.tmp"), meta.with_name(f".{meta.name}.tmp")
+        with open(tmp_npy, "wb") as f:
+            np.save(f, self.offset)
+        tmp_json.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp_npy, npy)
+        os.replace(tmp_json, meta)
+        return npy
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LandmarkCalibration":
+        """Read a calibration written by ``save`` (``PATH.npy`` + ``PATH.json``)."""
+        npy, meta = _paths(path)
+        for p in (npy, meta):
+            if not p.is_file():
+                raise FileNotFoundError(f"landmark calibration file not found: {p} (written by `{COMMAND}`)")
+        info = json.loads(meta.read_text())
+        offset = np.load(npy, allow_pickle=False)
+        missing = {"face_model", "landmarks"} - set(info)
+        if missing:
+            raise ValueError(f"{meta} is not a landmark calibration: missing {sorted(missing)}")
+        extra = {k: v for k, v in info.items() if k not in ("face_model", "landmarks", "shape")}
+        return cls(str(info["face_model"]), str(info["landmarks"]), offset, extra)
+
+    def check(self, face_model: str, landmarks: str, n_landmarks: int, source: str = "") -> np.ndarray:
+        """The offset, after checking it was made for this face model (name and version), landmark set and
+        landmark count; a ValueError naming the mismatch otherwise."""
+        where = f" ({source})" if source else ""
+        if self.face_model != face_model:
+            raise ValueError(f"landmark calibration{where} was made for face model {self.face_model!r}, not "
+                             f"{face_model!r}: the model changed (its VERSION), re-run `{COMMAND}`")
+        if self.landmarks != landmarks:
+            raise ValueError(f"landmark calibration{where} is for landmarks={self.landmarks!r}, the fit uses {landmarks!r}")
+        if self.offset.shape != (n_landmarks, 3):
+            raise ValueError(f"landmark calibration{where} has an offset {self.offset.shape}, expected ({n_landmarks}, 3)")
+        return self.offset
+
+
+def family(face_model: str) -> str:
+    """The model name without its version: ``procedural-v2`` -> ``procedural``."""
+    match = re.fullmatch(r"(.+)-v\d+", face_model)
+    return match.group(1) if match else face_model
+
+
+def packaged_path(face_model: str, landmarks: str) -> Path:
+    """Where the calibration of this model version and landmark set lives (``.npy``; ``.json`` beside it)."""
+    return CALIBRATION_DIR / f"{face_model}_{landmarks}.npy"
+
+
+def needs_calibration(face_model: str, landmarks: str) -> bool:
+    """Whether fitting this landmark set's detections to this model needs a calibration (see module)."""
+    return family(face_model) in CALIBRATED.get(landmarks, ())
+
+
+def landmark_offset(face_model: str, landmarks: str, n_landmarks: int, calibration: str | None = "auto") -> np.ndarray:
+    """(N, 3) float32 offset for fitting detections of ``landmarks`` to ``face_model``.
+
+    ``calibration``: ``"auto"``: the packaged calibration where the pair needs one (required then), zero
+    otherwise; ``None``: zero (landmarks that are the model's own vertices, e.g. synthetic ground truth);
+    a path: that calibration, which must be for this model version and landmark set."""
+    if calibration is None:
+        return np.zeros((n_landmarks, 3), np.float32)
+    if calibration != "auto":
+        return _load_file(_paths(calibration)[0]).check(face_model, landmarks, n_landmarks, str(calibration))
+    if not needs_calibration(face_model, landmarks):
+        return np.zeros((n_landmarks, 3), np.float32)
+    path = packaged_path(face_model, landmarks)
+    if not path.is_file():
+        others = sorted(p.name for p in CALIBRATION_DIR.glob(f"{family(face_model)}-v*_{landmarks}.npy"))
+        found = f" (found only {', '.join(others)}: made for another version)" if others else ""
+        raise FileNotFoundError(f"no {landmarks} landmark calibration for face model {face_model!r} at {path}{found}; "
+                                f"make it with `{COMMAND}` (or fit with landmark_calibration=None for exact landmarks)")
+    return _load_file(path).check(face_model, landmarks, n_landmarks, str(path))
+
+
+def _load_file(npy: Path) -> LandmarkCalibration:
+    """``LandmarkCalibration.load``, read once per process and file version (every clip's fit asks)."""
+    stamp = npy.stat().st_mtime_ns if npy.is_file() else None
+    return _load_cached(str(npy), stamp)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, stamp: int | None) -> LandmarkCalibration:
+    return LandmarkCalibration.load(path)
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".npy", ".json") else path
+    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
