@@ -1,7 +1,7 @@
 # Everything runs in .venv/, created on first use and re-installed when pyproject.toml or
 # uv-overrides.txt change. `make help` lists the targets.
 #   make test    the default test suite (no `slow`, no `gpu` tests)
-#   make demo    a small synthetic corpus and a preview image in outputs/demo/
+#   make demo    synthetic corpus -> shards -> stage-1 training, all in outputs/demo/
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,7 +21,7 @@ STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
 	@echo "make test      run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
-	@echo "make demo      write a synthetic corpus and a preview to outputs/demo/"
+	@echo "make demo      synthetic corpus -> shards -> stage 1 training, in outputs/demo/"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"
 
@@ -43,12 +43,23 @@ test: install
 	rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+# The demo: a synthetic corpus (20 speakers: 12 train, 4 val, 4 test) -> shards -> stage 1. Sizes can be
+# overridden, e.g. `make demo DEMO_SPEAKERS=8 GEOMETRY_STEPS=100` for a quick look.
+DEMO := outputs/demo
+DEMO_SPEAKERS ?= 20
+GEOMETRY_STEPS ?= 600
+
 demo: install
-	$(PY) -m data_prep.synthetic --out outputs/demo/corpus --speakers 4 --clips-per-speaker 2 \
-		--seconds 4 --seed 0 --preview outputs/demo/preview.png
-	$(PY) -m data_prep.synthetic.check outputs/demo/corpus --every 4 2>/dev/null
-	@echo "demo corpus: outputs/demo/corpus/"
-	@echo "preview:     outputs/demo/preview.png"
+	$(PY) -m data_prep.synthetic --out $(DEMO)/corpus --speakers $(DEMO_SPEAKERS) --clips-per-speaker 3 \
+		--seconds 4 --seed 0 --workers 2 --preview $(DEMO)/preview.png
+	$(PY) -m data_prep.synthetic.check $(DEMO)/corpus --every 8 2>/dev/null
+	$(PY) -m data_prep.build --source synthetic --root $(DEMO)/corpus --out $(DEMO)/shards --workers 2 \
+		--val 0.2 --test 0.2
+	$(PY) -m src.train experiment=geometry_demo data.root=$(DEMO)/shards trainer.max_steps=$(GEOMETRY_STEPS) ckpt_path=last \
+		hydra.run.dir=$(DEMO)/geometry
+	@echo "demo corpus: $(DEMO)/corpus/ (preview $(DEMO)/preview.png)"
+	@echo "shards:      $(DEMO)/shards/"
+	@echo "stage 1:     $(DEMO)/geometry/ (checkpoints/last.ckpt, csv/metrics.csv)"
 
 clean:
 	rm -rf outputs/demo .pytest_cache *.egg-info build

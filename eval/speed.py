@@ -1,16 +1,32 @@
-"""Speed benchmarks, one subcommand each (more to come: `render`, `dub`).
+"""Speed benchmarks, one subcommand each (more to come: `dub`).
 
     python -m eval.speed raster [--size 256] [--frames 200] [--face-model procedural ict:PATH icosphere:5 ...]
+    python -m eval.speed render [--device cpu|cuda] [--size 256] [--dim 128] [--n-lip 5 25 100] [--sdpa math]
 
 `raster` prints, per mesh: vertices, triangles, frames/s of the numba z-buffer (one thread, sequential
 kernel), numba PNCC and numba shaded renders, and the batched pure-torch rasteriser on CPU (and CUDA when
 available). Meshes are face-model mean shapes (`src.geometry.face_models.load_face_model` specs) or
 `icosphere:N` test spheres, turned a little from frame to frame and fitted to the frame orthographically.
+
+`render` prints, per number of lip references N_l (N_f face references fixed), the frames/s of the
+stage-2 dual-attention renderer's forward pass (torch.no_grad, random weights and inputs: speed and
+memory do not depend on the values) and its peak memory above what was in use before the call, for the
+whole forward and for Lip-Attention alone. Each setting runs in a fresh subprocess. On CPU the peak is
+resident memory (/proc/self/status VmHWM, reset through /proc/self/clear_refs; the child runs with
+MALLOC_MMAP_THRESHOLD_=65536 so freed tensors go back to the OS and every call starts from a true
+baseline); on CUDA it is torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -134,6 +150,149 @@ def run_raster(args: argparse.Namespace) -> None:
     print_table([raster_row(load_mesh(spec), args) for spec in args.face_model])
 
 
+def rss_mib(key: str) -> float:
+    """`VmRSS` (now) or `VmHWM` (peak since the last reset) of this process from /proc/self/status, MiB."""
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"{key}:\s+(\d+) kB", status.read()).group(1)) / 1024
+
+
+def peak_mib(run: Callable[[], object], device: str) -> tuple[float, str]:
+    """Peak memory of run() above the memory in use when it starts, MiB, and how it was measured."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - start) / 2**20, "torch.cuda.max_memory_allocated"
+    start = rss_mib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:  # no reset: the peak since the process started, a lower bound of the call's own peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        run()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, "ru_maxrss delta (lower bound)"
+    run()
+    return rss_mib("VmHWM") - start, "peak RSS (VmHWM) delta"
+
+
+def build_renderer(args: argparse.Namespace):
+    """The paper's dual-attention renderer at args.size with width args.dim, random weights, eval mode."""
+    from src.models.renderer import (DualAttentionRenderer, FaceAttention, GeometryEncoder, LipAttention,
+                                     TextureDecoder, TextureEncoder)
+
+    latent = (args.size // 4, args.size // 4)
+    attention = dict(dim=args.dim, heads=args.heads, latent_size=latent, query_chunk=args.query_chunk)
+    return DualAttentionRenderer(GeometryEncoder(args.dim), TextureEncoder(args.dim), LipAttention(**attention),
+                                 FaceAttention(**attention), TextureDecoder(args.dim), mode="dual").eval()
+
+
+def render_inputs(args: argparse.Namespace, n_lip: int, device: str) -> dict:
+    """Random renderer inputs in [0, 1] for batch args.batch, N_f = args.n_face, N_l = n_lip."""
+    b, n_f, size = args.batch, args.n_face, args.size
+    rand = functools.partial(torch.rand, device=device)
+    return dict(tgt_pncc=rand(b, 3, size, size), tgt_lip_mask=(rand(b, 1, size, size) > 0.8).float(),
+                face_ref_img=rand(b, n_f, 3, size, size), face_ref_pncc=rand(b, n_f, 3, size, size),
+                lip_ref_img=rand(b, n_lip, 3, size, size), lip_ref_pncc=rand(b, n_lip, 3, size, size))
+
+
+def render_setting(args: argparse.Namespace) -> dict:
+    """One table row, measured in this (fresh) process: peak memory of the first forward and of
+    Lip-Attention alone, then frames/s over args.frames forwards."""
+    from contextlib import nullcontext
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device, n_lip = args.device, args.n_lip[0]
+    renderer = build_renderer(args).to(device)
+    batch = render_inputs(args, n_lip, device)
+    kernel = sdpa_kernel([SDPBackend.MATH]) if args.sdpa == "math" else nullcontext()
+    with torch.no_grad(), kernel:
+        forward_mib, how = peak_mib(lambda: renderer(**batch), device)
+        refs = {"lip": (batch["lip_ref_img"], batch["lip_ref_pncc"])}
+        q_geo, ref_geo, ref_tex = renderer.encode(batch["tgt_pncc"], refs)
+        lip_mib, _ = peak_mib(lambda: renderer.lip_attention(q_geo, ref_geo["lip"], ref_tex["lip"]), device)
+        del q_geo, ref_geo, ref_tex
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        fps = frames_per_second(lambda t: renderer(**batch), args.frames, sync) * args.batch
+    return {"n_face": args.n_face, "n_lip": n_lip, "fps": fps, "forward_mib": forward_mib, "lip_attn_mib": lip_mib,
+            "how": how, "threads": torch.get_num_threads()}
+
+
+def run_render_one(args: argparse.Namespace) -> None:
+    """`render-one` (internal): one setting, printed as a JSON line for the parent `render`."""
+    print(json.dumps(render_setting(args)))
+
+
+def run_render(args: argparse.Namespace) -> None:
+    """`render` subcommand: one fresh subprocess per N_l, one table row each."""
+    if args.size <= 0 or args.size % 4 or args.dim <= 0 or args.batch <= 0 or args.frames <= 0 or args.n_face <= 0:
+        raise SystemExit("--size must be a positive multiple of 4; --dim, --batch, --frames, --n-face positive")
+    if min(args.n_lip) <= 0 or (args.query_chunk is not None and args.query_chunk <= 0):
+        raise SystemExit("--n-lip values and --query-chunk must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    tokens = (args.size // 4) ** 2
+    chunk = tokens if args.query_chunk is None else min(args.query_chunk, tokens)
+    latent = f"{args.size // 4}x{args.size // 4}"
+    print(f"# render {args.size}x{args.size} (latent {latent}, {tokens} tokens/frame), C={args.dim}, "
+          f"{args.heads} heads, query_chunk {chunk}, batch {args.batch}, N_f={args.n_face}, {args.device}, "
+          f"SDPA {args.sdpa}; frames/s over {args.frames} no_grad forwards after one warm-up")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    rows = []
+    for n_lip in args.n_lip:
+        argv = [sys.executable, "-m", "eval.speed", "render-one", *render_argv(args), "--n-lip", str(n_lip)]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"render N_l={n_lip} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        # what the math kernel would hold for one chunk: scores + softmax, fp32, every head
+        row["math_block_mib"] = 2 * args.batch * args.heads * chunk * n_lip * tokens * 4 / 2**20
+        row["lip_attn_mib_per_ref"] = row["lip_attn_mib"] / n_lip
+        rows.append(row)
+    print(f"# memory: {rows[0]['how']} above the memory in use before the call, MiB, {rows[0]['threads']} torch "
+          "threads; math_block: one query chunk's scores + softmax if SDPA fell back to its math kernel (analytic)")
+    print_render_table(rows)
+
+
+def render_argv(args: argparse.Namespace) -> list[str]:
+    """The shared options of `render`, for its `render-one` children."""
+    argv = ["--device", args.device, "--size", str(args.size), "--dim", str(args.dim), "--heads", str(args.heads),
+            "--n-face", str(args.n_face), "--batch", str(args.batch), "--frames", str(args.frames),
+            "--sdpa", args.sdpa, "--query-chunk", str(args.query_chunk or 0)]
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def print_render_table(rows: list[dict]) -> None:
+    columns = ["n_face", "n_lip", "fps", "forward_mib", "lip_attn_mib", "lip_attn_mib_per_ref", "math_block_mib"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) if isinstance(r[c], int) else f"{r[c]:.{3 if c == 'fps' else 1}f}"
+                                for c in columns) + " |")
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--size", type=int, default=256, help="square frame size in pixels (multiple of 4)")
+    parser.add_argument("--dim", type=int, default=128,
+                        help="latent width C (default 128: V must carry a 4x4x3 = 48-value patch per cell)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads")
+    parser.add_argument("--n-face", type=int, default=5, help="face references N_f")
+    parser.add_argument("--n-lip", type=int, nargs="+", default=[5, 25, 100], help="lip references N_l, one row each")
+    parser.add_argument("--batch", type=int, default=1, help="frames per forward")
+    parser.add_argument("--frames", type=int, default=3, help="forwards timed (after one warm-up)")
+    parser.add_argument("--query-chunk", type=lambda v: int(v) or None, default=1024,
+                        help="queries per SDPA call (0: all at once)")
+    parser.add_argument("--sdpa", choices=("default", "math"), default="default",
+                        help="SDPA kernel: torch's choice, or force the math kernel (builds each chunk's scores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval.speed", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     raster.add_argument("--torch-frames", type=int, default=32, help="frames timed for torch on CPU (slow)")
     raster.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     raster.set_defaults(func=run_raster)
+    render = sub.add_parser("render", help="dual-attention renderer frames per second and peak memory vs N_l")
+    add_render_options(render)
+    render.set_defaults(func=run_render)
+    render_one = sub.add_parser("render-one")  # internal: one `render` setting in a fresh process
+    add_render_options(render_one)
+    render_one.set_defaults(func=run_render_one)
     return parser
 
 

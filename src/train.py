@@ -19,7 +19,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 import src.utils.resolvers  # noqa: E402,F401  (${face_model:...} in the configs)
 from src.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers  # noqa: E402
-from src.utils.metrics import metric_value  # noqa: E402
+from src.utils.metrics import format_metrics, metric_value  # noqa: E402
 from src.utils.run_info import RunInfoInCheckpoint, run_info, save_run_info  # noqa: E402
 
 
@@ -62,7 +62,10 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 
 @hydra.main(version_base="1.3", config_path="../experiments", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    metrics, objects = train(cfg)
+    table = format_metrics(metrics)
+    if table and objects["trainer"].is_global_zero:
+        print(f"final metrics ({cfg.paths.output_dir}):\n{table}")
     return metric_value(metrics, cfg.get("optimized_metric"))
 
 

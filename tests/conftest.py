@@ -84,3 +84,28 @@ def experiment_geometry_no_style_overrides(synthetic_shards) -> list[str]:
 @pytest.fixture
 def experiment_geometry_demo_overrides(synthetic_shards) -> list[str]:
     return _geometry_overrides(synthetic_shards)
+
+
+# the stage-2 experiments on the tiny shards: 32 px crops, a narrow network, no perceptual backbone file
+RENDER_TEST_OVERRIDES = ["data.image_size=32", "data.batch_size=2", "data.num_workers=0", "data.train_batches=2",
+                         "data.targets_per_clip=2", "data.eval_targets_per_clip=2", "data.shuffle_buffer=4",
+                         "data.eval_n_lip=7", "model.net.e_geo.dim=16", "model.perceptual=null", "model.w_perceptual=0",
+                         "model.lpips_metric.backbone_weights=null"]
+RENDER_EXPERIMENTS = ["render_dual_attn", "render_single_attn", "render_no_lip_attn", "render_no_face_attn",
+                      "render_random_refs", "render_demo"]
+
+
+def _render_overrides(shards: Path) -> list[str]:
+    return [f"data.root='{shards}'", *RENDER_TEST_OVERRIDES]
+
+
+def _make_render_fixture(name: str):
+    @pytest.fixture(name=f"experiment_{name}_overrides")
+    def fixture(synthetic_shards) -> list[str]:
+        return _render_overrides(synthetic_shards)
+
+    return fixture
+
+
+for _name in RENDER_EXPERIMENTS:
+    globals()[f"experiment_{_name}_overrides"] = _make_render_fixture(_name)

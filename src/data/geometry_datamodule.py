@@ -41,6 +41,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
+from src.data.shards import shard_urls, worker_offset
+
 SAMPLES_PER_FRAME = 640  # 16 kHz audio / 25 fps video
 MAX_BARREN = 2000  # training segments in a row without a window before the stream gives up
 NEEDED = ("audio.npy", "alpha.npy", "beta.npy", "pose.npy", "json")
@@ -87,25 +89,8 @@ class GeometryDataModule(L.LightningDataModule):
         self.heldout_clips, self.shuffle_buffer = heldout_clips, shuffle_buffer
         self.num_workers, self.seed = num_workers, seed
 
-    # --------------------------------------------------------------------------------- shard lists --
     def shard_urls(self, split: str) -> list[str]:
-        """The shard URLs of a split; a clear error when the split has none."""
-        if split in self.urls:
-            value = self.urls[split]
-            urls = list(wds.shardlists.expand_urls(value)) if isinstance(value, str) else [str(u) for u in value]
-        else:
-            if self.root is None:
-                raise ValueError(f"GeometryDataModule: no urls for split {split!r} and no root")
-            index_path = self.root / "index.json"
-            if not index_path.is_file():
-                raise FileNotFoundError(f"GeometryDataModule.root={str(self.root)!r}: no index.json; build shards "
-                                        f"with `python -m data_prep.build --out {self.root} ...`")
-            index = json.loads(index_path.read_text())
-            urls = [str(self.root / name) for name in index.get("shards", {}).get(split, [])]
-        if not urls:
-            raise ValueError(f"GeometryDataModule: the {split!r} split has no shards (root={self.root}, "
-                             f"urls={self.urls.get(split)}); build with a non-zero --{split} fraction or give urls")
-        return urls
+        return shard_urls(self.root, self.urls, split, type(self).__name__)
 
     # -------------------------------------------------------------------------------------- loaders --
     def train_dataloader(self) -> DataLoader:
@@ -166,7 +151,7 @@ class GeometryDataModule(L.LightningDataModule):
         seed = self.seed
 
         def stage(segments):
-            rng = random.Random(seed + _worker_offset()) if train else None
+            rng = random.Random(seed + worker_offset()) if train else None
             barren = 0
             for seg in segments:
                 n = seg["beta"].shape[0]
@@ -251,11 +236,3 @@ def collate(samples: list[dict]) -> dict:
             "speaker": [s["speaker"] for s in samples], "key": [s["key"] for s in samples],
             "start": torch.tensor([s["start"] for s in samples], dtype=torch.long),
             "ref_start": torch.tensor([s["ref_start"] for s in samples], dtype=torch.long)}
-
-
-def _worker_offset() -> int:
-    """Distinct random streams per data worker and per rank."""
-    info = torch.utils.data.get_worker_info()
-    worker = 0 if info is None else info.id
-    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-    return 1000 * rank + worker

@@ -1,0 +1,139 @@
+"""ReferenceAttention: the cross-attention that samples texture from reference frames in PersonaTalk's
+dual-attention face renderer (paper 3.2, Eq. 3; DESIGN.md 5), the block behind Lip- and Face-Attention.
+
+    Q   = to_q(LN(E_geo(G_tgt)) + P)               (B, h*w, C)      target geometry asks
+    K   = to_k(LN(E_geo(G_ref)) + P [+ F_n])       (B, N*h*w, C)    reference geometry answers
+    V   = to_v(E_tex(F_ref))                       (B, N*h*w, C)    reference texture is copied
+    out = to_out(softmax(Q K^T / sqrt(e)) V)       (B, C, h, w)
+
+softmax(Q K^T) reads as the geometric correspondence between the target and the references, so the
+output is reference texture moved onto the target geometry. There is no residual from Q: the output is
+texture only (the decoder gets the target geometry separately).
+
+Choices where the paper is silent:
+- One learnable positional embedding P `(1, C, h_max, w_max)` is added to both Q and K. Sharing it makes
+  P.P a same-place prior from the start (references are aligned face crops, so a target cell most likely
+  matches the same cell of a reference). For another latent size (a 128-px input: 32x32 instead of
+  64x64) P is resized bilinearly, so one set of weights runs at several resolutions.
+- LayerNorm (one, shared by Q and K, which come from the same encoder) on the geometry tokens bounds the
+  scale of Q K^T; the texture tokens are not normalised, since V is what gets copied.
+- `frame_embedding`: "none" (the paper): the references are a set, the output is invariant to their order
+  and any N works. "sinusoidal": a sin/cos code of the reference's slot 0..N-1 is added to K, for callers
+  whose reference order means something; still any N.
+
+Memory: queries go to `F.scaled_dot_product_attention` in chunks of `query_chunk` tokens, so the full
+`(h*w) x (N*h*w)` score matrix never exists, whichever kernel SDPA picks. Flash and memory-efficient
+kernels (CUDA, and CPU flash in recent torch) never build even the chunk's scores; the math fallback
+builds scores and their softmax for one chunk: about `2 * B * heads * query_chunk * N*h*w * 4` bytes in
+fp32 (256 px, h*w = 4096, N = 25, 4 heads, chunk 1024, B = 1: 3.4 GB; chunk 256: 0.84 GB). Everything
+else (tokens, K, V) is `O(B * N * h*w * C)`. Peak memory is therefore linear in N. Under autograd the
+math kernel keeps every chunk's weights for backward (the full matrix again, spread over chunks);
+`checkpoint_chunks=True` recomputes them per chunk in backward instead.
+
+Letters: b batch, n reference frames, c width, h w latent rows and columns, t tokens, nh heads,
+e head width (C / heads).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+FRAME_EMBEDDINGS = ("none", "sinusoidal")
+
+
+def sinusoidal_code(n: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Fixed sin/cos code (Vaswani et al. 2017) of slots 0..n-1 -> (n, dim), dim even; no parameters, so
+    any n. (Not stage 1's SinusoidalPosition: importing src.models.geometry pulls in transformers.)"""
+    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
+    angles = torch.arange(n, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (n, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (n, dim)
+
+
+class ReferenceAttention(nn.Module):
+    """Target geometry `(B, C, h, w)` attends to N references (geometry and texture `(B, N, C, h, w)`)
+    -> sampled texture `(B, C, h, w)`. Any N >= 1; any latent size (P is resized)."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 4,
+        latent_size: tuple[int, int] | list[int] = (64, 64),
+        query_chunk: int | None = 1024,
+        frame_embedding: str = "none",
+        checkpoint_chunks: bool = False,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"{type(self).__name__}: dim ({dim}) must be divisible by heads ({heads})")
+        if len(latent_size) != 2 or min(latent_size) < 1:
+            raise ValueError(f"{type(self).__name__}: latent_size must be (h, w) positive, got {latent_size}")
+        if query_chunk is not None and query_chunk < 1:
+            raise ValueError(f"{type(self).__name__}: query_chunk must be a positive token count or None, "
+                             f"got {query_chunk}")
+        if frame_embedding not in FRAME_EMBEDDINGS:
+            raise ValueError(f"{type(self).__name__}: frame_embedding must be one of {FRAME_EMBEDDINGS}, "
+                             f"got {frame_embedding!r}")
+        if frame_embedding == "sinusoidal" and dim % 2:
+            raise ValueError(f"{type(self).__name__}: frame_embedding 'sinusoidal' needs an even dim, got {dim}")
+        self.dim, self.heads, self.query_chunk = dim, heads, query_chunk
+        self.frame_embedding, self.checkpoint_chunks = frame_embedding, checkpoint_chunks
+        self.pos = nn.Parameter(torch.empty(1, dim, *latent_size))  # (1, C, h_max, w_max)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.norm_geo = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def positional(self, h: int, w: int) -> torch.Tensor:
+        """P at latent size h x w as tokens `(1, h*w, C)`, resized bilinearly from the configured size."""
+        pos = self.pos
+        if pos.shape[-2:] != (h, w):
+            pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)  # (1, C, h, w)
+        return rearrange(pos, "b c h w -> b (h w) c")  # (1, h*w, C)
+
+    def forward(self, q_geo: torch.Tensor, ref_geo: torch.Tensor, ref_tex: torch.Tensor) -> torch.Tensor:
+        """q_geo (B, C, h, w); ref_geo, ref_tex (B, N, C, h, w) -> (B, C, h, w)."""
+        self._check(q_geo, ref_geo, ref_tex)
+        b, n, c, h, w = ref_geo.shape
+        pos = self.positional(h, w).to(q_geo.dtype)  # (1, h*w, C)
+        q_tok = self.norm_geo(rearrange(q_geo, "b c h w -> b (h w) c")) + pos  # (B, h*w, C)
+        k_tok = self.norm_geo(rearrange(ref_geo, "b n c h w -> b n (h w) c")) + pos[:, None]  # (B, N, h*w, C)
+        if self.frame_embedding == "sinusoidal":
+            code = sinusoidal_code(n, c).to(k_tok)  # (N, C)
+            k_tok = k_tok + code[None, :, None, :]  # + (1, N, 1, C): the slot of each reference
+        v_tok = rearrange(ref_tex, "b n c h w -> b (n h w) c")  # (B, N*h*w, C)
+        q = rearrange(self.to_q(q_tok), "b t (nh e) -> b nh t e", nh=self.heads)  # (B, nh, h*w, e)
+        k = rearrange(self.to_k(k_tok), "b n t (nh e) -> b nh (n t) e", nh=self.heads)  # (B, nh, N*h*w, e)
+        v = rearrange(self.to_v(v_tok), "b t (nh e) -> b nh t e", nh=self.heads)  # (B, nh, N*h*w, e)
+        out = rearrange(self.attend(q, k, v), "b nh t e -> b t (nh e)")  # (B, h*w, C)
+        return rearrange(self.to_out(out), "b (h w) c -> b c h w", h=h, w=w)  # (B, C, h, w)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(e)) v, `query_chunk` queries per SDPA call: q (B, nh, T, e), k and v
+        (B, nh, S, e) -> (B, nh, T, e). No call ever sees more than query_chunk x S scores per head."""
+        chunk = q.shape[2] if self.query_chunk is None else self.query_chunk
+        recompute = self.checkpoint_chunks and torch.is_grad_enabled()
+        outs = []
+        for start in range(0, q.shape[2], chunk):
+            q_chunk = q[:, :, start:start + chunk]  # (B, nh, <=chunk, e)
+            if recompute:
+                outs.append(checkpoint(F.scaled_dot_product_attention, q_chunk, k, v, use_reentrant=False))
+            else:
+                outs.append(F.scaled_dot_product_attention(q_chunk, k, v))  # (B, nh, <=chunk, e)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, nh, T, e)
+
+    def _check(self, q_geo: torch.Tensor, ref_geo: torch.Tensor, ref_tex: torch.Tensor) -> None:
+        name = type(self).__name__
+        if q_geo.ndim != 4 or q_geo.shape[1] != self.dim:
+            raise ValueError(f"{name}: q_geo must be (B, {self.dim}, h, w), got {tuple(q_geo.shape)}")
+        b, _, h, w = q_geo.shape
+        if ref_geo.ndim != 5 or ref_geo.shape[0] != b or ref_geo.shape[2:] != (self.dim, h, w) or ref_geo.shape[1] < 1:
+            raise ValueError(f"{name}: ref_geo must be (B, N, C, h, w) = ({b}, N >= 1, {self.dim}, {h}, {w}) "
+                             f"to match q_geo, got {tuple(ref_geo.shape)}")
+        if ref_tex.shape != ref_geo.shape:
+            raise ValueError(f"{name}: ref_tex must have ref_geo's shape {tuple(ref_geo.shape)}, "
+                             f"got {tuple(ref_tex.shape)}")

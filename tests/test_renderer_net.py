@@ -1,0 +1,266 @@
+"""Stage-2 network (src/models/renderer): shapes for every mode and any number of references, chunked
+attention against the plain formula, the never-the-full-score-matrix property, Eq. 4 fusion, gradient
+flow, permutation invariance of the reference set, and clear errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from src.models.renderer import (
+    MODES,
+    DualAttentionRenderer,
+    FaceAttention,
+    GeometryEncoder,
+    LipAttention,
+    ReferenceAttention,
+    TextureDecoder,
+    TextureEncoder,
+)
+
+C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
+LATENT = (S // 4, S // 4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread is faster, and immune to a busy machine's thread contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(mode: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0) -> DualAttentionRenderer:
+    torch.manual_seed(seed)
+    lip = LipAttention(C, HEADS, LATENT, query_chunk) if mode in ("dual", "no_face") else None
+    face = FaceAttention(C, HEADS, LATENT, query_chunk) if mode != "no_face" else None
+    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), lip, face,
+                                 TextureDecoder(C, depth=depth), mode)
+
+
+def inputs(b: int = 2, n_face: int = 3, n_lip: int = 4, size: int | tuple[int, int] = S, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    h, w = (size, size) if isinstance(size, int) else size
+    return dict(
+        tgt_pncc=torch.rand(b, 3, h, w, generator=g),
+        tgt_lip_mask=(torch.rand(b, 1, h, w, generator=g) > 0.6).float(),
+        face_ref_img=torch.rand(b, n_face, 3, h, w, generator=g),
+        face_ref_pncc=torch.rand(b, n_face, 3, h, w, generator=g),
+        lip_ref_img=torch.rand(b, n_lip, 3, h, w, generator=g),
+        lip_ref_pncc=torch.rand(b, n_lip, 3, h, w, generator=g),
+    )
+
+
+# ----- parts -----
+
+
+def test_encoders_quarter_the_resolution():
+    for encoder in (GeometryEncoder(C), TextureEncoder(C, norm_groups=2)):
+        assert encoder(torch.rand(3, 3, 32, 48)).shape == (3, C, 8, 12)
+        with pytest.raises(ValueError, match=r"must be \(B, 3, H, W\) with H, W multiples of 4"):
+            encoder(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="dim must be an even width"):
+        GeometryEncoder(15)
+    with pytest.raises(ValueError, match="norm_groups must divide"):
+        TextureEncoder(C, norm_groups=3)
+
+
+def test_decoder_shape_range_and_depth():
+    latent, pncc = torch.randn(2, C, 8, 12), torch.rand(2, 3, 32, 48)
+    paper, deeper = TextureDecoder(C), TextureDecoder(C, depth=4, upsample="bilinear")
+    for decoder in (paper, deeper):
+        out = decoder(latent, pncc)
+        assert out.shape == (2, 3, 32, 48) and out.min() >= 0 and out.max() <= 1
+    extra = sum(p.numel() for p in deeper.parameters()) - sum(p.numel() for p in paper.parameters())
+    assert extra == 2 * (C * C * 9 + C) + 2 * ((C // 2) ** 2 * 9 + C // 2)  # 2 residual 3x3 convs per stage
+    with pytest.raises(ValueError, match=r"tgt_pncc must be \(B, 3, 4h, 4w\)"):
+        paper(latent, torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="depth must be >= 2"):
+        TextureDecoder(C, depth=1)
+
+
+def reference_attention(attn: ReferenceAttention, q_geo, ref_geo, ref_tex) -> torch.Tensor:
+    """The formula written out with an explicit score matrix, no SDPA, no chunks."""
+    b, n, c, h, w = ref_geo.shape
+    pos = attn.positional(h, w)  # (1, h*w, C)
+    q = attn.to_q(attn.norm_geo(q_geo.flatten(2).transpose(1, 2)) + pos)  # (B, h*w, C)
+    k = attn.to_k(attn.norm_geo(ref_geo.flatten(3).transpose(2, 3)) + pos[:, None]).reshape(b, n * h * w, c)
+    v = attn.to_v(ref_tex.flatten(3).transpose(2, 3).reshape(b, n * h * w, c))  # (B, N*h*w, C)
+    q, k, v = (x.reshape(b, x.shape[1], HEADS, c // HEADS).transpose(1, 2) for x in (q, k, v))  # (B, nh, t, e)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(c // HEADS)  # (B, nh, h*w, N*h*w)
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)  # (B, h*w, C)
+    return attn.to_out(out).transpose(1, 2).reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize("latent", [(8, 8), (12, 10)])
+def test_chunked_attention_equals_unchunked(latent):
+    g = torch.Generator().manual_seed(1)
+    q_geo, ref = torch.randn(2, C, *latent, generator=g), torch.randn(2, 2, 3, C, *latent, generator=g)
+    attns = {chunk: ReferenceAttention(C, HEADS, LATENT, query_chunk=chunk) for chunk in (7, 64, None)}
+    for attn in attns.values():
+        attn.load_state_dict(attns[None].state_dict())
+    expected = reference_attention(attns[None], q_geo, ref[0], ref[1])
+    for chunk, attn in attns.items():
+        torch.testing.assert_close(attn(q_geo, ref[0], ref[1]), expected, atol=1e-5, rtol=1e-5, msg=f"chunk {chunk}")
+    with sdpa_kernel([SDPBackend.MATH]):  # the fallback kernel that builds scores gives the same
+        torch.testing.assert_close(attns[7](q_geo, ref[0], ref[1]), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [7, 16])
+def test_attention_never_requests_the_full_score_matrix(monkeypatch, chunk):
+    """Every SDPA call sees at most query_chunk queries against the N*h*w keys: the score block per head
+    is <= query_chunk * N*h*w, linear in N, never (h*w) x (N*h*w)."""
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        calls.append((q.shape[-2], k.shape[-2]))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    tokens = LATENT[0] * LATENT[1]
+    for n_lip in (1, 4, 16):
+        calls.clear()
+        renderer = build("dual", query_chunk=chunk)
+        with torch.no_grad():
+            renderer(**inputs(b=1, n_face=2, n_lip=n_lip))
+        lip_calls = [(q, k) for q, k in calls if k == n_lip * tokens]
+        assert sum(q for q, _ in lip_calls) == tokens  # every query answered once
+        assert all(q <= chunk < tokens for q, _ in calls)
+        assert max(q * k for q, k in lip_calls) == chunk * n_lip * tokens  # the bound, linear in N_l
+
+
+def test_checkpointed_chunks_give_the_same_gradients():
+    torch.manual_seed(0)
+    plain = ReferenceAttention(C, HEADS, LATENT, query_chunk=5)
+    recomputed = ReferenceAttention(C, HEADS, LATENT, query_chunk=5, checkpoint_chunks=True)
+    recomputed.load_state_dict(plain.state_dict())
+    q_geo, ref_geo, ref_tex = torch.randn(1, C, 8, 8), torch.randn(1, 3, C, 8, 8), torch.randn(1, 3, C, 8, 8)
+    for attn in (plain, recomputed):
+        attn(q_geo, ref_geo, ref_tex).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_positional_embedding_resizes_to_other_latent_sizes():
+    attn = ReferenceAttention(C, HEADS, latent_size=(8, 8))
+    assert torch.equal(attn.positional(8, 8), attn.pos.flatten(2).transpose(1, 2))  # configured size: as is
+    assert attn.positional(16, 16).shape == (1, 256, C) and attn.positional(4, 6).shape == (1, 24, C)
+    out = attn(torch.randn(1, C, 16, 16), torch.randn(1, 2, C, 16, 16), torch.randn(1, 2, C, 16, 16))
+    assert out.shape == (1, C, 16, 16)
+
+
+def test_reference_set_is_order_invariant_without_frame_embedding():
+    torch.manual_seed(0)
+    q_geo, ref_geo, ref_tex = torch.randn(1, C, 8, 8), torch.randn(1, 4, C, 8, 8), torch.randn(1, 4, C, 8, 8)
+    perm = torch.tensor([2, 0, 3, 1])
+    as_set = ReferenceAttention(C, HEADS, LATENT)
+    torch.testing.assert_close(as_set(q_geo, ref_geo, ref_tex), as_set(q_geo, ref_geo[:, perm], ref_tex[:, perm]))
+    ordered = ReferenceAttention(C, HEADS, LATENT, frame_embedding="sinusoidal")
+    assert not torch.allclose(ordered(q_geo, ref_geo, ref_tex), ordered(q_geo, ref_geo[:, perm], ref_tex[:, perm]))
+    assert ordered(q_geo, torch.randn(1, 40, C, 8, 8), torch.randn(1, 40, C, 8, 8)).shape == (1, C, 8, 8)
+
+
+def test_attention_bad_input():
+    attn = LipAttention(C, HEADS, LATENT)
+    with pytest.raises(ValueError, match=r"LipAttention: ref_geo must be \(B, N, C, h, w\)"):
+        attn(torch.randn(1, C, 8, 8), torch.randn(1, 2, C, 8, 4), torch.randn(1, 2, C, 8, 4))
+    with pytest.raises(ValueError, match="ref_tex must have ref_geo's shape"):
+        attn(torch.randn(1, C, 8, 8), torch.randn(1, 2, C, 8, 8), torch.randn(1, 3, C, 8, 8))
+    with pytest.raises(ValueError, match=r"q_geo must be \(B, 16, h, w\)"):
+        attn(torch.randn(1, 8, 8, 8), torch.randn(1, 2, C, 8, 8), torch.randn(1, 2, C, 8, 8))
+    with pytest.raises(ValueError, match="FaceAttention: dim .15. must be divisible by heads"):
+        FaceAttention(15, 2)
+    with pytest.raises(ValueError, match="frame_embedding must be one of"):
+        FaceAttention(C, frame_embedding="learned")
+    with pytest.raises(ValueError, match="query_chunk must be a positive"):
+        FaceAttention(C, query_chunk=0)
+
+
+# ----- the renderer -----
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("n_face, n_lip", [(1, 1), (2, 3), (5, 25)])  # the last: inference counts > training
+def test_renderer_shapes(mode, n_face, n_lip):
+    out = build(mode)(**inputs(n_face=n_face, n_lip=n_lip))
+    assert out.shape == (2, 3, S, S) and out.min() >= 0 and out.max() <= 1
+
+
+def test_renderer_other_resolutions_share_weights():
+    renderer = build("dual")
+    assert renderer(**inputs(b=1, size=64)).shape == (1, 3, 64, 64)  # latent 16x16, P resized
+    assert renderer(**inputs(b=1, size=(16, 24))).shape == (1, 3, 16, 24)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradients_reach_every_parameter(mode):
+    renderer = build(mode, depth=3)
+    batch = inputs(n_face=2, n_lip=3)
+    batch["tgt_lip_mask"] = torch.rand_like(batch["tgt_lip_mask"])  # soft mask: both attentions matter
+    renderer(**batch).square().mean().backward()
+    missing = [name for name, p in renderer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+@pytest.mark.parametrize("mask_value, unused, used", [(1.0, "face", "lip"), (0.0, "lip", "face")])
+def test_eq4_fusion_uses_lip_references_inside_the_mask_only(mask_value, unused, used):
+    """M_l = 1 everywhere: the output is Lip-Attention's alone, face references do not matter; M_l = 0:
+    Face-Attention's alone."""
+    renderer = build("dual").eval()
+    batch = inputs()
+    batch["tgt_lip_mask"] = torch.full_like(batch["tgt_lip_mask"], mask_value)
+    with torch.no_grad():
+        out = renderer(**batch)
+        changed = dict(batch, **{f"{unused}_ref_img": torch.rand_like(batch[f"{unused}_ref_img"]),
+                                 f"{unused}_ref_pncc": torch.rand_like(batch[f"{unused}_ref_pncc"])})
+        torch.testing.assert_close(renderer(**changed), out, atol=0, rtol=0)
+        changed = dict(batch, **{f"{used}_ref_img": torch.rand_like(batch[f"{used}_ref_img"])})
+        assert not torch.allclose(renderer(**changed), out)
+
+
+def test_unused_references_may_be_none():
+    batch = inputs()
+    assert build("no_face")(**dict(batch, face_ref_img=None, face_ref_pncc=None, tgt_lip_mask=None)).shape[1] == 3
+    assert build("no_lip")(**dict(batch, lip_ref_img=None, lip_ref_pncc=None)).shape[1] == 3
+
+
+def test_single_attention_attends_to_face_and_lip_references_together():
+    renderer = build("single").eval()
+    batch = inputs()
+    with torch.no_grad():
+        out = renderer(**batch)
+        for name in ("face_ref_img", "lip_ref_img"):
+            assert not torch.allclose(renderer(**dict(batch, **{name: torch.rand_like(batch[name])})), out)
+
+
+def test_renderer_construction_errors():
+    enc = dict(e_geo=GeometryEncoder(C), e_tex=TextureEncoder(C), d_tex=TextureDecoder(C))
+    lip, face = LipAttention(C, HEADS, LATENT), FaceAttention(C, HEADS, LATENT)
+    with pytest.raises(ValueError, match="'dual' uses lip_attention and face_attention; lip_attention must be given"):
+        DualAttentionRenderer(**enc, lip_attention=None, face_attention=face, mode="dual")
+    with pytest.raises(ValueError, match="mode 'single' uses face_attention; lip_attention must be None"):
+        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="single")
+    with pytest.raises(ValueError, match="face_attention must be None"):
+        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="no_face")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="triple")
+    with pytest.raises(ValueError, match="the same width C"):
+        DualAttentionRenderer(**dict(enc, d_tex=TextureDecoder(2 * C)), lip_attention=lip, face_attention=face)
+
+
+def test_renderer_input_errors():
+    renderer = build("dual")
+    batch = inputs()
+    with pytest.raises(ValueError, match=r"tgt_lip_mask must be \(B, 1, H, W\)"):
+        renderer(**dict(batch, tgt_lip_mask=None))
+    with pytest.raises(ValueError, match=r"lip_ref_pncc must be \(B, N, 3, H, W\) = \(2, N >= 1, 3, 32, 32\)"):
+        renderer(**dict(batch, lip_ref_pncc=torch.rand(2, 4, 3, 16, 16)))
+    with pytest.raises(ValueError, match="face_ref_img must be"):
+        renderer(**dict(batch, face_ref_img=torch.rand(2, 0, 3, S, S)))
+    with pytest.raises(ValueError, match="must match .one PNCC per reference frame."):
+        renderer(**dict(batch, face_ref_pncc=torch.rand(2, 2, 3, S, S)))
+    with pytest.raises(ValueError, match="tgt_pncc must be"):
+        renderer(**dict(batch, tgt_pncc=torch.rand(2, 3, 30, 30)))
