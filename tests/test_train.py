@@ -46,10 +46,19 @@ def test_experiment_fast_dev_run(experiment, make_config, request):
     assert math.isfinite(metric_value(metrics, cfg.optimized_metric))
 
 
+def _experiment_using(group: str, option: str) -> str:
+    """An experiment that selects `group=option` (data and model options belong together), else tiny."""
+    for name in EXPERIMENTS:
+        if f"override /{group}: {option}" in (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text():
+            return name
+    return "tiny"
+
+
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "paths", "data", "model"])
 def test_config_group_options_compose(group, make_config):
     for option in sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml")):
-        cfg = make_config("experiment=tiny", f"{group}={option}")
+        experiment = _experiment_using(group, option) if group in ("data", "model") else "tiny"
+        cfg = make_config(f"experiment={experiment}", f"{group}={option}")
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
