@@ -44,6 +44,17 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+@pytest.fixture
+def one_torch_thread():
+    """For tests of tiny tensors: one thread is faster, and immune to a busy machine's thread contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory) -> Path:
     """A tiny synthetic corpus (4 speakers, one 3 s clip each) built into shards: 2 train speakers, 1 val,

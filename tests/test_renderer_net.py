@@ -23,13 +23,7 @@ C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
 LATENT = (S // 4, S // 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(mode: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0) -> DualAttentionRenderer:

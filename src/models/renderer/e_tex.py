@@ -9,35 +9,10 @@ Letters: b batch (reference frames stacked), c width, h w rows and columns.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from src.models.renderer.strided_encoder import StridedEncoder
 
 
-class TextureEncoder(nn.Module):
+class TextureEncoder(StridedEncoder):
     """E_tex: RGB frames `(B, 3, H, W)` in [0, 1], H and W multiples of 4 -> `(B, C, H/4, W/4)`.
 
-    `3 -> C/2 -> C`, 4x4 kernels with stride 2, LeakyReLU between them, optional GroupNorm
-    (`norm_groups`) after the first convolution; inputs are centred to [-1, 1] here.
-    """
-
-    def __init__(self, dim: int, in_channels: int = 3, norm_groups: int | None = None) -> None:
-        super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f"TextureEncoder: dim must be an even width >= 2 (C/2 hidden), got {dim}")
-        if norm_groups is not None and (norm_groups < 1 or (dim // 2) % norm_groups):
-            raise ValueError(f"TextureEncoder: norm_groups must divide the hidden width {dim // 2}, got {norm_groups}")
-        self.dim, self.in_channels = dim, in_channels
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, dim // 2, kernel_size=4, stride=2, padding=1),
-            nn.GroupNorm(norm_groups, dim // 2) if norm_groups else nn.Identity(),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(dim // 2, dim, kernel_size=4, stride=2, padding=1),
-        )
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or image.shape[1] != self.in_channels or image.shape[2] % 4 or image.shape[3] % 4:
-            raise ValueError(
-                f"TextureEncoder: image must be (B, {self.in_channels}, H, W) with H, W multiples of 4, "
-                f"got {tuple(image.shape)}"
-            )
-        return self.net(image * 2 - 1)  # (B, 3, H, W) -> (B, C/2, H/2, W/2) -> (B, C, H/4, W/4)
+    Two 4x4 stride-2 convolutions `3 -> C/2 -> C` (see `StridedEncoder`); its own weights."""
