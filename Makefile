@@ -1,7 +1,7 @@
 # Everything runs in .venv/, created on first use and re-installed when pyproject.toml or
 # uv-overrides.txt change. `make help` lists the targets.
 #   make test    the default test suite (no `slow`, no `gpu` tests)
-#   make demo    synthetic corpus -> shards -> stage-1 training, all in outputs/demo/
+#   make demo    synthetic corpus -> shards -> stage 1 -> stage 2 -> dub -> benchmark, all in outputs/demo/
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -21,7 +21,7 @@ STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
 	@echo "make test      run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
-	@echo "make demo      synthetic corpus -> shards -> stage 1 training, in outputs/demo/"
+	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"
 
@@ -43,11 +43,18 @@ test: install
 	rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
-# The demo: a synthetic corpus (20 speakers: 12 train, 4 val, 4 test) -> shards -> stage 1. Sizes can be
-# overridden, e.g. `make demo DEMO_SPEAKERS=8 GEOMETRY_STEPS=100` for a quick look.
+# The demo, end to end on the CPU: a synthetic corpus (20 speakers: 12 train, 4 val, 4 test) -> shards ->
+# stage 1 -> stage 2 -> a dub of a held-out speaker's video with another speaker's audio -> our own
+# evaluators (SyncNet, style encoder) trained on the shards -> the synthetic benchmark table with its GT row.
+# Every step skips or resumes what is done. Sizes can be overridden, e.g.
+# `make demo DEMO_SPEAKERS=8 GEOMETRY_STEPS=100 RENDER_STEPS=100` for a quick look.
 DEMO := outputs/demo
 DEMO_SPEAKERS ?= 20
 GEOMETRY_STEPS ?= 600
+RENDER_STEPS ?= 600
+SYNCNET_STEPS ?= 200
+STYLE_STEPS ?= 200
+BENCHMARK_VIDEOS ?= 6
 
 demo: install
 	$(PY) -m data_prep.synthetic --out $(DEMO)/corpus --speakers $(DEMO_SPEAKERS) --clips-per-speaker 3 \
@@ -57,9 +64,24 @@ demo: install
 		--val 0.2 --test 0.2
 	$(PY) -m src.train experiment=geometry_demo data.root=$(DEMO)/shards trainer.max_steps=$(GEOMETRY_STEPS) ckpt_path=last \
 		hydra.run.dir=$(DEMO)/geometry
+	$(PY) -m src.train experiment=render_demo data.root=$(DEMO)/shards trainer.max_steps=$(RENDER_STEPS) ckpt_path=last \
+		hydra.run.dir=$(DEMO)/render
+	eval "set -- $$($(PY) -m src.inference.demo_pair $(DEMO)/shards)"; \
+	$(PY) -m src.dub --video "$$1" --audio "$$2" --out $(DEMO)/dub.mp4 \
+		--geometry-ckpt $(DEMO)/geometry/checkpoints/last.ckpt --render-ckpt $(DEMO)/render/checkpoints/last.ckpt \
+		--cache-dir $(DEMO)/dub_cache
+	test -f $(DEMO)/evaluators/syncnet.ckpt || $(PY) -m eval.train_syncnet --shards $(DEMO)/shards \
+		--out $(DEMO)/evaluators/syncnet.ckpt --steps $(SYNCNET_STEPS)
+	test -f $(DEMO)/evaluators/style_encoder.ckpt || $(PY) -m eval.train_style_encoder --shards $(DEMO)/shards \
+		--out $(DEMO)/evaluators/style_encoder.ckpt --steps $(STYLE_STEPS) --speakers-per-batch 8
+	$(PY) -m eval.benchmark --split synthetic --shards $(DEMO)/shards --generate --allow-missing \
+		--max-videos $(BENCHMARK_VIDEOS) --out $(DEMO)/benchmark
 	@echo "demo corpus: $(DEMO)/corpus/ (preview $(DEMO)/preview.png)"
 	@echo "shards:      $(DEMO)/shards/"
 	@echo "stage 1:     $(DEMO)/geometry/ (checkpoints/last.ckpt, csv/metrics.csv)"
+	@echo "stage 2:     $(DEMO)/render/ (checkpoints/last.ckpt; side-by-side samples/step_*.png: face ref | lip refs | target PNCC | nearest ref | prediction | truth)"
+	@echo "dub:         $(DEMO)/dub.mp4 (demo weights, trained for minutes: see the warning above)"
+	@echo "benchmark:   $(DEMO)/benchmark/benchmark.md (.csv, .json)"
 
 clean:
 	rm -rf outputs/demo .pytest_cache *.egg-info build

@@ -1,7 +1,8 @@
-"""Speed benchmarks, one subcommand each (more to come: `dub`).
+"""Speed benchmarks, one subcommand each.
 
     python -m eval.speed raster [--size 256] [--frames 200] [--face-model procedural ict:PATH icosphere:5 ...]
     python -m eval.speed render [--device cpu|cuda] [--size 256] [--dim 128] [--n-lip 5 25 100] [--sdpa math]
+    python -m eval.speed dub [--device cpu|cuda] [--video V --audio A --audio2 A2] [--geometry-ckpt G --render-ckpt R]
 
 `raster` prints, per mesh: vertices, triangles, frames/s of the numba z-buffer (one thread, sequential
 kernel), numba PNCC and numba shaded renders, and the batched pure-torch rasteriser on CPU (and CUDA when
@@ -15,6 +16,13 @@ whole forward and for Lip-Attention alone. Each setting runs in a fresh subproce
 resident memory (/proc/self/status VmHWM, reset through /proc/self/clear_refs; the child runs with
 MALLOC_MMAP_THRESHOLD_=65536 so freed tensors go back to the OS and every call starts from a true
 baseline); on CUDA it is torch.cuda.max_memory_allocated.
+
+`dub` times `python -m src.dub`'s pipeline end to end, twice on the same reference video: first with an
+empty reference cache (analysis: track, 3DMM fit, lip references), then with a second audio (the analysis
+comes from the cache). It prints, per run, seconds and frames/s of every stage and end to end. Without
+--video/--audio it makes a synthetic pair (data_prep.synthetic, 2 speakers); without checkpoints it uses
+outputs/demo's when they exist, else the demo experiments' networks with random weights (speed does not
+depend on the weights).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -293,6 +302,93 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
+def dub_inputs(args: argparse.Namespace, work: str) -> tuple[str, str, str]:
+    """(video, audio, second audio): the given files, or a synthetic pair made in `work`."""
+    if args.video:
+        if not args.audio:
+            raise SystemExit("--video needs --audio (and optionally --audio2)")
+        return args.video, args.audio, args.audio2 or args.audio
+    from data_prep.synthetic.generate import main as generate
+
+    generate(["--out", f"{work}/corpus", "--speakers", "2", "--clips-per-speaker", "2", "--seconds", str(args.seconds),
+              "--seed", "0", "--size", str(args.synthetic_size), "--workers", "1", "--preview", f"{work}/preview.png"])
+    clips = sorted(Path(work, "corpus").glob("id*/*/*.mp4"))  # speaker 1's two clips, then speaker 2's
+    return str(clips[0]), str(clips[2]), str(clips[3])
+
+
+def dub_checkpoints(args: argparse.Namespace, work: str) -> tuple[str, str, str]:
+    """(stage-1 checkpoint, stage-2 checkpoint, where they come from)."""
+    if args.geometry_ckpt and args.render_ckpt:
+        return args.geometry_ckpt, args.render_ckpt, "given"
+    demo = Path("outputs/demo")
+    found = demo / "geometry/checkpoints/last.ckpt", demo / "render/checkpoints/last.ckpt"
+    if all(p.is_file() for p in found):
+        return str(found[0]), str(found[1]), "outputs/demo (make demo)"
+    return (random_checkpoint("geometry_demo", f"{work}/geometry.ckpt"), random_checkpoint("render_demo", f"{work}/render.ckpt"),
+            "demo experiments, random weights")
+
+
+def random_checkpoint(experiment: str, path: str, overrides: tuple[str, ...] = ()) -> str:
+    """A checkpoint as src.train writes it (run_info.config + net weights), untrained: the experiment's network
+    (with Hydra ``overrides``)."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import src.utils.resolvers  # noqa: F401  (${face_model:...})
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "experiments"), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=[f"experiment={experiment}", f"paths.root_dir={root}",
+                                               "paths.output_dir=unused", *overrides])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    net = hydra.utils.instantiate(config["model"]["net"])
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "global_step": 0,
+                "run_info": {"config": config}}, path)
+    return path
+
+
+def run_dub(args: argparse.Namespace) -> None:
+    """`dub` subcommand: a cold and a cached dub of the same video, stage tables and end-to-end frames/s."""
+    import logging
+    import tempfile
+
+    from src.inference import DubConfig, Dubber
+    from src.inference.timing import ANALYSIS_STAGES
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="speed_dub_") as work:
+        video, audio, audio2 = dub_inputs(args, work)
+        geometry, render, origin = dub_checkpoints(args, work)
+        dubber = Dubber(geometry, render, args.device)
+        cfg = DubConfig(cache_dir=f"{work}/cache", progress=False)
+        print(f"# dub on {args.device} ({torch.get_num_threads()} torch threads), renderer {dubber.size} px, "
+              f"checkpoints: {origin}; reference {video} ({decode_size(video)})")
+        totals = {}
+        for name, target in (("cold cache", audio), ("cached reference", audio2)):
+            start = time.perf_counter()
+            result = dubber.dub(video, target, f"{work}/out_{len(totals)}.mp4", cfg)
+            seconds = totals[name] = time.perf_counter() - start
+            print(f"\n## {name}: {result.n_frames} output frames ({result.reference_frames} reference frames) in "
+                  f"{seconds:.1f} s = {result.n_frames / seconds:.2f} frames/s end to end")
+            print(result.times.table())
+            analysis = sum(result.times.seconds.get(s, 0.0) for s in ANALYSIS_STAGES)
+            print(f"reference analysis: {analysis:.1f} s ({'from the cache' if result.cache_hit else 'computed'})")
+        print(f"\ncache: first dub {totals['cold cache']:.1f} s, second dub of the same video with another audio "
+              f"{totals['cached reference']:.1f} s")
+
+
+def decode_size(path: str) -> str:
+    from data_prep.decode import probe
+
+    info = probe(path)
+    return f"{info.width}x{info.height}, {info.duration_s:.1f} s"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval.speed", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     render_one = sub.add_parser("render-one")  # internal: one `render` setting in a fresh process
     add_render_options(render_one)
     render_one.set_defaults(func=run_render_one)
+    dub = sub.add_parser("dub", help="dubbing pipeline frames per second per stage, cold and cached reference")
+    dub.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    dub.add_argument("--video", help="reference video (default: a synthetic clip)")
+    dub.add_argument("--audio", help="target audio of the first (cold-cache) dub")
+    dub.add_argument("--audio2", help="target audio of the second (cached) dub (default: --audio)")
+    dub.add_argument("--geometry-ckpt", help="stage-1 checkpoint (default: outputs/demo's, else random demo weights)")
+    dub.add_argument("--render-ckpt", help="stage-2 checkpoint (default: outputs/demo's, else random demo weights)")
+    dub.add_argument("--seconds", type=float, default=8.0, help="length of the synthetic clips")
+    dub.add_argument("--synthetic-size", type=int, default=384, help="frame size of the synthetic clips")
+    dub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    dub.set_defaults(func=run_dub)
     return parser
 
 

@@ -1,5 +1,6 @@
 """Per-frame PNCC images and lip masks from fitted coefficients (DESIGN.md 3), on the CPU with the numba
-rasteriser: what the stage-2 data module renders on the fly from a shard's alpha / beta / pose.
+rasteriser: what the stage-2 data module renders on the fly from a shard's alpha / beta / pose
+(``render_geometry``), and what dubbing renders from composed screen vertices (``render_vertices``).
 
 Poses are in crop pixels of a ``crop_size`` crop (data_prep's 256); ``size`` rescales the screen
 coordinates, so the geometry lines up with the crop resized to ``size`` x ``size`` (the rasteriser samples
@@ -28,7 +29,18 @@ def render_geometry(fm, alpha: np.ndarray, beta: np.ndarray, pose: np.ndarray, s
     with torch.no_grad():
         alpha_t = torch.as_tensor(np.asarray(alpha, np.float32))[None].expand(n, -1)  # (n, K_id)
         verts = fm.posed_vertices(alpha_t, torch.from_numpy(beta), torch.from_numpy(pose)).numpy()  # (n, L, 3)
+    return render_vertices(fm, verts, size, crop_size)
+
+
+def render_vertices(fm, screen_verts: np.ndarray, size: int, crop_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Screen vertices (n, L, 3) in pixels of a ``crop_size`` crop (``fm.posed_vertices``, or composed
+    geometry such as dubbing's predicted lower face) -> (PNCC (n, size, size, 3) float32 in [0, 1],
+    lip mask (n, size, size) bool)."""
+    verts = np.asarray(screen_verts, np.float32)
+    if verts.ndim != 3 or verts.shape[1:] != (fm.n_vertices, 3):
+        raise ValueError(f"render_vertices: screen_verts must be (n, {fm.n_vertices}, 3), got {verts.shape}")
     verts = verts * np.float32(size / crop_size)
+    n = len(verts)
     tris = fm.triangles.numpy()
     colors = fm.pncc_colors.numpy()
     lip_tris = fm.lip_triangles.numpy()

@@ -1,0 +1,121 @@
+"""Stage-1 and stage-2 networks from ``src.train`` checkpoints, for dubbing.
+
+A checkpoint carries ``run_info.config`` (the run's resolved Hydra config) and the system's
+``state_dict``. Only the network is rebuilt (``instantiate(config.model.net)``, weights from the
+``net.`` entries): dubbing needs no losses, metrics or optimisers, and building a system would try to
+load training-only files (e.g. the perceptual loss's VGG).
+
+Weights that cannot give a real dub are said loudly, never silently used: ``Loaded.untrained`` lists why
+(no optimiser step, fewer than ``MIN_TRAINED_STEPS`` steps, a demo run, an audio encoder trained from
+scratch), and ``weights_banner`` turns that into the warning the CLI prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+from torch import nn
+
+from src.geometry.face_models import load_face_model
+
+MIN_TRAINED_STEPS = 10_000  # the demo trains 600; real runs train for hundreds of thousands
+STAGES = {"geometry": ("--geometry-ckpt", "geometry_demo"), "render": ("--render-ckpt", "render_demo")}
+
+
+@dataclass
+class Loaded:
+    """One stage's network (eval mode, on its device), the run's config, its face-model spec, the
+    optimiser steps it was trained for and the reasons its weights are not trained ones (empty if none)."""
+
+    stage: str
+    path: Path
+    net: nn.Module
+    config: dict
+    face_model: str
+    step: int
+    untrained: list[str] = field(default_factory=list)
+    face_model_mean: torch.Tensor | None = None  # the stage-1 system's copy of the model's mean shape
+
+
+def load_stage(stage: str, path: str | Path | None, device: str = "cpu") -> Loaded:
+    """``stage`` "geometry" (StyleAwareGeometry) or "render" (DualAttentionRenderer) from a checkpoint."""
+    if stage not in STAGES:
+        raise ValueError(f"load_stage: stage must be one of {sorted(STAGES)}, got {stage!r}")
+    flag, demo = STAGES[stage]
+    if path is None:
+        raise ValueError(f"no {stage} checkpoint: pass {flag} PATH (checkpoints/last.ckpt of a "
+                         f"`python -m src.train experiment={stage}_*` run), or run `make demo`, which trains demo "
+                         f"checkpoints under outputs/demo/ (untrained-quality, for trying the pipeline)")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such checkpoint file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config = _config(checkpoint, path, flag)
+    net = hydra.utils.instantiate(config["model"]["net"])
+    weights = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    if not weights:
+        raise ValueError(f"{flag} {path}: the state_dict has no `net.` weights; is it a src.train checkpoint?")
+    net.load_state_dict(weights)
+    spec = str(config["model"].get("face_model", "procedural"))
+    step = int(checkpoint.get("global_step", 0))
+    return Loaded(stage, path, net.to(device).eval(), config, spec, step, _untrained(config, step, stage),
+                  checkpoint["state_dict"].get("face_model.mean"))
+
+
+def _config(checkpoint: dict, path: Path, flag: str) -> dict:
+    try:
+        config = checkpoint["run_info"]["config"]
+        config["model"]["net"]["_target_"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{flag} {path}: not a src.train checkpoint (needs run_info.config.model.net with a "
+                         "_target_, written by src.train's RunInfoInCheckpoint)") from None
+    return config
+
+
+def _untrained(config: dict, step: int, stage: str) -> list[str]:
+    reasons = []
+    if step == 0:
+        reasons.append("never trained (0 optimiser steps): random weights")
+    elif step < MIN_TRAINED_STEPS:
+        reasons.append(f"trained for only {step} steps (< {MIN_TRAINED_STEPS})")
+    tags = [str(t) for t in config.get("tags") or []]
+    if "demo" in str(config.get("task_name", "")) or "demo" in tags:
+        reasons.append(f"a demo run ({config.get('task_name')}) on the synthetic corpus")
+    e_aud = config["model"]["net"].get("e_aud") if stage == "geometry" else None
+    if e_aud is not None and not e_aud.get("pretrained"):
+        reasons.append("its audio encoder (HuBERT) was not initialised from pretrained weights")
+    return reasons
+
+
+def check_face_models(geometry: Loaded, render: Loaded):
+    """The face model both stages were trained with, loaded; they must agree, and the stage-1 checkpoint's
+    copy of the model's mean shape must match the model built here (same model version)."""
+    if geometry.face_model != render.face_model:
+        raise ValueError(f"the checkpoints disagree on the face model: {geometry.path} was trained with "
+                         f"{geometry.face_model!r}, {render.path} with {render.face_model!r}")
+    fm = load_face_model(geometry.face_model)
+    saved = geometry.face_model_mean
+    if saved is not None and (saved.shape != fm.mean.shape or not torch.allclose(saved, fm.mean, atol=1e-5)):
+        raise ValueError(f"{geometry.path} was trained with another version of face model {geometry.face_model!r} "
+                         f"than this code builds ({fm.name}); retrain or check out the matching code")
+    return fm
+
+
+def render_size(render: Loaded) -> int:
+    """Stage 2's image size (the run's ``data.image_size``: 256 in the paper, 128 in the demo)."""
+    size = render.config.get("data", {}).get("image_size")
+    if not isinstance(size, int) or size % 4:
+        raise ValueError(f"{render.path}: run_info.config.data.image_size must be a multiple of 4, got {size!r}")
+    return size
+
+
+def weights_banner(*stages: Loaded) -> str | None:
+    """A loud multi-line warning when any stage runs with weights that are not trained ones, else None."""
+    lines = [f"  {s.stage} ({s.path}): {'; '.join(s.untrained)}" for s in stages if s.untrained]
+    if not lines:
+        return None
+    rule = "!" * 100
+    return "\n".join([rule, "WARNING: dubbing with UNTRAINED / DEMO weights. The output shows the pipeline working, "
+                      "not PersonaTalk's quality:", *lines, rule])

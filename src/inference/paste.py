@@ -1,0 +1,89 @@
+"""Paste a rendered face back into its full-resolution frame (DESIGN.md 6): only the face region changes.
+
+The mask is built in the 256 crop, where the geometry lives: the convex hulls of the ``region``'s vertices
+("lower": jaw, cheeks, lips, chin, where stage 1 changes the face; "face": every vertex) in the target
+geometry and in the reference frame's own geometry (an open mouth that closes leaves its old chin to
+cover), and of the detected landmarks on the lower face; dilated by ``dilate`` and feathered with a
+Gaussian of ``feather`` (both fractions of the crop side). The face and the mask are warped into the frame
+with the inverse of the crop transform (``data_prep.track.crop_transform``) and blended; pixels where the
+warped mask is 0 are the input's bytes, untouched. With "lower" the eyes and brows stay the original
+full-resolution pixels: stage 1 keeps the reference's upper face anyway.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from data_prep.track import CROP_SIZE, crop_transform
+
+REGIONS = ("lower", "face")
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    region: str = "lower"
+    dilate: float = 0.03  # of the crop side
+    feather: float = 0.025  # Gaussian sigma, of the crop side
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise ValueError(f"PasteConfig.region must be one of {REGIONS}, got {self.region!r}")
+        if self.dilate < 0 or self.feather < 0:
+            raise ValueError(f"PasteConfig: dilate and feather must be >= 0, got {self.dilate}, {self.feather}")
+
+
+def crop_mask(fm, target: np.ndarray, reference: np.ndarray, landmarks: np.ndarray, cfg: PasteConfig) -> np.ndarray:
+    """Screen vertices (L, 3) of the target and reference geometry, (n, 2) lower-face landmarks, all in 256-crop
+    pixels -> (256, 256) float32 mask in [0, 1], zero on the crop's border."""
+    index = fm.lower.numpy() if cfg.region == "lower" else np.arange(fm.n_vertices)
+    hard = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+    for points in (target[index, :2], reference[index, :2], landmarks):
+        points = points[np.isfinite(points).all(1)]
+        if len(points) >= 3:
+            hull = cv2.convexHull(np.round(points * 16).astype(np.int32))  # 4 fractional bits
+            cv2.fillConvexPoly(hard, hull, 1, lineType=cv2.LINE_8, shift=4)
+    radius = int(round(cfg.dilate * CROP_SIZE))
+    if radius > 0:
+        hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    mask = hard.astype(np.float32)
+    sigma = cfg.feather * CROP_SIZE
+    if sigma > 0:
+        k = 2 * int(math.ceil(3 * sigma)) + 1
+        mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    mask[mask < 1e-3] = 0.0  # the Gaussian's far tail: keep those pixels exactly the input's
+    mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 0, 0, 0, 0  # nothing bleeds in from beyond the crop
+    return mask
+
+
+def paste_face(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """frame (H, W, 3) uint8, face (S, S, 3) uint8 (the crop ``box`` at S px), mask (256, 256) float in [0, 1]
+    -> (new frame, (mask in the frame's box region (h, w) float32, (x0, y0) its top-left corner))."""
+    height, width = frame.shape[:2]
+    cx, cy, side = (float(v) for v in box)
+    x0, y0 = max(0, math.floor(cx - side / 2)), max(0, math.floor(cy - side / 2))
+    x1, y1 = min(width, math.ceil(cx + side / 2)), min(height, math.ceil(cy + side / 2))
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out, (np.zeros((0, 0), np.float32), (x0, y0))
+    size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # the matrix maps frame (destination) -> crop (source)
+    face_roi = cv2.warpAffine(face, _roi_transform(box, face.shape[0], x0, y0), size, flags=flags,
+                              borderMode=cv2.BORDER_REPLICATE)
+    mask_roi = cv2.warpAffine(mask, _roi_transform(box, CROP_SIZE, x0, y0), size, flags=flags,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    region = out[y0:y1, x0:x1]
+    inside = mask_roi > 0
+    alpha = mask_roi[inside][:, None]  # (n, 1)
+    blended = region[inside] + alpha * (face_roi[inside].astype(np.float32) - region[inside])  # (n, 3)
+    region[inside] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return out, (mask_roi, (x0, y0))
+
+
+def _roi_transform(box: np.ndarray, size: int, x0: int, y0: int) -> np.ndarray:
+    """(2, 3) matrix from pixels of the frame region starting at (x0, y0) to pixels of the crop at ``size``."""
+    matrix = crop_transform(box, size).astype(np.float64)
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return matrix
