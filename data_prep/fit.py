@@ -77,7 +77,7 @@ DEFAULT_WEIGHTS = {"oval": 0.2, "iris": 0.1, "eyes": 1.0, "brows": 1.0, "lips": 
 class FitConfig:
     """Settings of ``initialise`` and ``fit_clip``; see the module docstring for the terms and units."""
 
-    steps: int = 500  # Adam steps over the whole clip (it converges in ~150 from the initialisation)
+    steps: int = 100  # Adam steps over the whole clip (data_prep/README.md: 100 reach the 500-step loss within 1%)
     lr: float = 0.1  # Adam step size in pixel-equivalent units, cosine-decayed to lr_final_fraction
     lr_final_fraction: float = 0.05
     landmarks: str = "mp478"  # "mp478" (MediaPipe 478, needs fm.lmk478) or "ibug68"
@@ -160,6 +160,31 @@ class _Problem:
         """alpha (K_id,), beta (T, K_exp) -> landmark vertices (T, N, 3) in model units."""
         ident = self.mean + torch.einsum("nck,k->nc", self.id_basis, alpha)  # (N, 3)
         return ident + torch.einsum("nck,tk->tnc", self.exp_basis, beta)  # (T, N, 3)
+
+    def projected(self, alpha: torch.Tensor, beta: torch.Tensor, proj: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+        """The landmark vertices projected by ``_affine``'s proj (T, 2, 3) and trans (T, 2): (T, 2, N) px.
+        Coordinates-first, so the shape is one (T, K) @ (K, 3N) product and the projection one batched
+        (2, 3) @ (3, N) product per frame: about 3x faster than the (T, N, 3) layout's einsums, which copy
+        permuted tensors in forward and backward of every Adam step (measured: 1.2 vs 3.4 ms, 150 frames)."""
+        ident = self._mean_cn + self._id_cn @ alpha  # (3N,)
+        verts = (ident + beta @ self._exp_cn).unflatten(1, (3, -1))  # (T, 3, N)
+        return torch.baddbmm(trans[:, :, None], proj, verts)  # (T, 2, N)
+
+    @functools.cached_property
+    def target_cn(self) -> torch.Tensor:
+        return self.target.transpose(1, 2).contiguous()  # (T, 2, N)
+
+    @functools.cached_property
+    def _mean_cn(self) -> torch.Tensor:
+        return self.mean.T.flatten()  # (3N,) x of every landmark, then y, then z
+
+    @functools.cached_property
+    def _id_cn(self) -> torch.Tensor:
+        return self.id_basis.permute(1, 0, 2).flatten(0, 1)  # (3N, K_id)
+
+    @functools.cached_property
+    def _exp_cn(self) -> torch.Tensor:
+        return self.exp_basis.permute(2, 1, 0).flatten(1).contiguous()  # (K_exp, 3N)
 
     def clamp(self, beta: torch.Tensor) -> torch.Tensor:
         return beta if self.lo is None else torch.maximum(torch.minimum(beta, self.hi), self.lo)
@@ -416,13 +441,14 @@ def _objective(prob: _Problem, scales: _Scales, p: dict, anchor: dict, cfg: FitC
     """Total loss, {term: value}, and the projected landmarks (T, N, 2)."""
     c = scales.to_coeffs(p)
     proj, trans = _affine(c.pose)  # camera.project's x and y rows only: the depth row is not needed
-    kp = torch.einsum("tij,tnj->tni", proj, prob.shape(c.alpha, c.beta)) + trans[:, None]  # (T, N, 2)
+    kp = prob.projected(c.alpha, c.beta, proj, trans)  # (T, 2, N)
+    target = prob.target_cn  # (T, 2, N)
     w = prob.weight / prob.weight.sum()
     valid = prob.valid.float()
-    lmk = ((kp - prob.target).square().sum(-1) @ w * valid).sum() / valid.sum()
+    lmk = ((kp - target).square().sum(1) @ w * valid).sum() / valid.sum()
     pair = valid[1:] * valid[:-1]  # (T-1,) both frames seen
-    dvel = (kp[1:] - kp[:-1]) - (prob.target[1:] - prob.target[:-1])  # (T-1, N, 2)
-    vel = (dvel.square().sum(-1) @ w * pair).sum() / pair.sum().clamp(min=1.0)
+    dvel = (kp[1:] - kp[:-1]) - (target[1:] - target[:-1])  # (T-1, 2, N)
+    vel = (dvel.square().sum(1) @ w * pair).sum() / pair.sum().clamp(min=1.0)
     n_lap = max(len(valid) - 2, 1)
     lap = (_laplacian(p["q"]).square().sum() + _laplacian(p["b"]).square().sum()) / n_lap
     tempo = vel + cfg.lambda_lap * lap  # Eq. 1
@@ -431,7 +457,7 @@ def _objective(prob: _Problem, scales: _Scales, p: dict, anchor: dict, cfg: FitC
     prior = cfg.w_id * c.alpha.square().sum() + cfg.w_exp * c.beta.square().sum(-1).mean()
     total = lmk + cfg.w_tempo * tempo + reg + prior
     terms = {"total": total, "lmk": lmk, "vel": vel, "lap": lap, "reg": reg, "prior": prior}
-    return total, {k: float(v.detach()) for k, v in terms.items()}, kp
+    return total, {k: float(v.detach()) for k, v in terms.items()}, kp.transpose(1, 2)  # kp (T, N, 2)
 
 
 def _laplacian(x: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
     audio = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)  # as stored in the shards
     segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)  # [(mp4, crops, frames)]
-    scorers = _scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
+    scorers = build_scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
     check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)
     samples = []
     for k, ((start, end), (video_bytes, crops, shown)) in enumerate(zip(long_enough, segments)):
@@ -90,7 +90,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
 
 
 @lru_cache(maxsize=2)
-def _scorers(config_json: str, hyperiqa: str | None) -> tuple:
+def build_scorers(config_json: str, hyperiqa: str | None) -> tuple:
     """The configured scorers (``_target_`` dicts), plus HyperIQA when its weights are given; built once
     per process."""
     from hydra.utils import instantiate
@@ -135,7 +135,7 @@ def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_
         current = seg
         if seg is None:
             continue
-        writer = writer or _SegmentWriter()
+        writer = writer or SegmentWriter()
         crop, _ = crop_frame(frame.image, track.boxes[t], CROP_SIZE)
         writer.add(crop, t, keep=t in wanted)
     if writer is not None:
@@ -145,7 +145,7 @@ def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_
     return out
 
 
-class _SegmentWriter:
+class SegmentWriter:
     """Encodes crops to an in-memory H.264 mp4 (256x256, 25 fps) and keeps the frames asked for."""
 
     def __init__(self):

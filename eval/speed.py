@@ -3,6 +3,7 @@
     python -m eval.speed raster [--size 256] [--frames 200] [--face-model procedural ict:PATH icosphere:5 ...]
     python -m eval.speed render [--device cpu|cuda] [--size 256] [--dim 128] [--n-lip 5 25 100] [--sdpa math]
     python -m eval.speed dub [--device cpu|cuda] [--video V --audio A --audio2 A2] [--geometry-ckpt G --render-ckpt R]
+    python -m eval.speed data_prep [--video V] [--seconds 8] [--fit-steps N] [--hyperiqa WEIGHTS]
 
 `raster` prints, per mesh: vertices, triangles, frames/s of the numba z-buffer (one thread, sequential
 kernel), numba PNCC and numba shaded renders, and the batched pure-torch rasteriser on CPU (and CUDA when
@@ -23,6 +24,9 @@ comes from the cache). It prints, per run, seconds and frames/s of every stage a
 --video/--audio it makes a synthetic pair (data_prep.synthetic, 2 speakers); without checkpoints it uses
 outputs/demo's when they exist, else the demo experiments' networks with random weights (speed does not
 depend on the weights).
+
+`data_prep` prints frames/s and frames per CPU-second (per core) of each data_prep step and end to end
+(eval/speed_data_prep.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eval import speed_data_prep
 from src.geometry.rasterizer import rasterize
 from src.geometry.rasterizer_torch import rasterize_torch
 from src.geometry.render import icosphere, render_pncc, render_shaded
@@ -418,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     dub.add_argument("--synthetic-size", type=int, default=384, help="frame size of the synthetic clips")
     dub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     dub.set_defaults(func=run_dub)
+    data_prep = sub.add_parser("data_prep", help="data_prep frames/s per CPU core, per step and end to end")
+    speed_data_prep.add_options(data_prep)
+    data_prep.set_defaults(func=speed_data_prep.run)
     return parser
 
 

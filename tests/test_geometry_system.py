@@ -97,5 +97,5 @@ def test_ddp_two_cpu_processes_train_and_resume(synthetic_shards, tmp_path):
                           f"hydra.run.dir='{second}'"], timeout=280)
     ckpt = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4
-    assert math.isfinite(float(ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)]
+    assert math.isfinite(float(ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "Checkpoint{" in k)]
                                .get("best_model_score") or 0.0))

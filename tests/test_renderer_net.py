@@ -18,6 +18,7 @@ from src.models.renderer import (
     TextureDecoder,
     TextureEncoder,
 )
+from src.models.renderer.d_tex_sampled import SampledTextureDecoder
 
 C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
 LATENT = (S // 4, S // 4)
@@ -26,12 +27,18 @@ LATENT = (S // 4, S // 4)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def build(mode: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0) -> DualAttentionRenderer:
+DECODERS = {"latent": TextureDecoder, "sampled": SampledTextureDecoder}
+
+
+def build(mode: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0,
+          decoder: str = "latent") -> DualAttentionRenderer:
     torch.manual_seed(seed)
     lip = LipAttention(C, HEADS, LATENT, query_chunk) if mode in ("dual", "no_face") else None
     face = FaceAttention(C, HEADS, LATENT, query_chunk) if mode != "no_face" else None
-    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), lip, face,
-                                 TextureDecoder(C, depth=depth), mode)
+    d_tex = DECODERS[decoder](C, depth=depth)
+    if decoder == "sampled":  # as after some training: the zero-initialised head would block every gradient
+        torch.nn.init.normal_(d_tex.to_rgb.weight, std=0.1)
+    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), lip, face, d_tex, mode)
 
 
 def inputs(b: int = 2, n_face: int = 3, n_lip: int = 4, size: int | tuple[int, int] = S, seed: int = 0) -> dict:
@@ -176,10 +183,11 @@ def test_attention_bad_input():
 # ----- the renderer -----
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n_face, n_lip", [(1, 1), (2, 3), (5, 25)])  # the last: inference counts > training
-def test_renderer_shapes(mode, n_face, n_lip):
-    out = build(mode)(**inputs(n_face=n_face, n_lip=n_lip))
+def test_renderer_shapes(mode, n_face, n_lip, decoder):
+    out = build(mode, decoder=decoder)(**inputs(n_face=n_face, n_lip=n_lip))
     assert out.shape == (2, 3, S, S) and out.min() >= 0 and out.max() <= 1
 
 
@@ -189,9 +197,10 @@ def test_renderer_other_resolutions_share_weights():
     assert renderer(**inputs(b=1, size=(16, 24))).shape == (1, 3, 16, 24)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("mode", MODES)
-def test_gradients_reach_every_parameter(mode):
-    renderer = build(mode, depth=3)
+def test_gradients_reach_every_parameter(mode, decoder):
+    renderer = build(mode, depth=3, decoder=decoder)
     batch = inputs(n_face=2, n_lip=3)
     batch["tgt_lip_mask"] = torch.rand_like(batch["tgt_lip_mask"])  # soft mask: both attentions matter
     renderer(**batch).square().mean().backward()
@@ -199,11 +208,12 @@ def test_gradients_reach_every_parameter(mode):
     assert not missing
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("mask_value, unused, used", [(1.0, "face", "lip"), (0.0, "lip", "face")])
-def test_eq4_fusion_uses_lip_references_inside_the_mask_only(mask_value, unused, used):
+def test_eq4_fusion_uses_lip_references_inside_the_mask_only(mask_value, unused, used, decoder):
     """M_l = 1 everywhere: the output is Lip-Attention's alone, face references do not matter; M_l = 0:
-    Face-Attention's alone."""
-    renderer = build("dual").eval()
+    Face-Attention's alone (the sampled pixels too)."""
+    renderer = build("dual", decoder=decoder).eval()
     batch = inputs()
     batch["tgt_lip_mask"] = torch.full_like(batch["tgt_lip_mask"], mask_value)
     with torch.no_grad():
@@ -213,6 +223,43 @@ def test_eq4_fusion_uses_lip_references_inside_the_mask_only(mask_value, unused,
         torch.testing.assert_close(renderer(**changed), out, atol=0, rtol=0)
         changed = dict(batch, **{f"{used}_ref_img": torch.rand_like(batch[f"{used}_ref_img"])})
         assert not torch.allclose(renderer(**changed), out)
+
+
+def test_sampled_pixels_are_the_attention_weights_times_the_reference_patches():
+    """sample(): the latent output is forward()'s, and the pixels are softmax(q k^T / sqrt(e)) @ patches per
+    head (the score matrix written out), averaged over the heads; chunking does not change them."""
+    g = torch.Generator().manual_seed(3)
+    q_geo, ref = torch.randn(2, C, *LATENT, generator=g), torch.randn(2, 2, 3, C, *LATENT, generator=g)
+    pixels = torch.rand(2, 3, 48, *LATENT, generator=g)
+    attn = ReferenceAttention(C, HEADS, LATENT, query_chunk=7)
+    latent, sampled = attn.sample(q_geo, ref[0], ref[1], pixels)
+    torch.testing.assert_close(latent, reference_attention(attn, q_geo, ref[0], ref[1]), atol=1e-5, rtol=1e-5)
+    b, n, c, h, w = ref[0].shape
+    pos = attn.positional(h, w)
+    q = attn.to_q(attn.norm_geo(q_geo.flatten(2).transpose(1, 2)) + pos)  # (B, h*w, C)
+    k = attn.to_k(attn.norm_geo(ref[0].flatten(3).transpose(2, 3)) + pos[:, None]).reshape(b, n * h * w, c)
+    q, k = (x.reshape(b, x.shape[1], HEADS, c // HEADS).transpose(1, 2) for x in (q, k))  # (B, nh, t, e)
+    weights = (q @ k.transpose(-1, -2) / math.sqrt(c // HEADS)).softmax(-1)  # (B, nh, h*w, N*h*w)
+    patches = pixels.permute(0, 1, 3, 4, 2).reshape(b, 1, n * h * w, 48)  # (B, 1, N*h*w, P)
+    expected = (weights @ patches).mean(1).transpose(1, 2).reshape(b, 48, h, w)
+    torch.testing.assert_close(sampled, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"ref_pixels must be \(B, N, P, h, w\)"):
+        attn.sample(q_geo, ref[0], ref[1], pixels[:, :2])
+
+
+def test_sampled_decoder_starts_as_a_copy_of_aligned_references():
+    """Every reference is the same frame with the target's own geometry: with a sharp same-place prior the
+    attentions pick each cell's own patch, and the zero-initialised correction leaves it as it is, so the
+    untrained renderer returns that frame (the latent-only decoder returns a blur of random features)."""
+    torch.manual_seed(0)
+    lip, face = (cls(C, HEADS, LATENT, pos_scale=400.0) for cls in (LipAttention, FaceAttention))
+    renderer = DualAttentionRenderer(GeometryEncoder(C), TextureEncoder(C), lip, face, SampledTextureDecoder(C))
+    batch = inputs(b=1, n_face=3, n_lip=4)
+    frame, pncc = batch["face_ref_img"][:, :1], batch["tgt_pncc"][:, None]
+    for kind, n in (("face", 3), ("lip", 4)):
+        batch[f"{kind}_ref_img"], batch[f"{kind}_ref_pncc"] = frame.expand(-1, n, -1, -1, -1), pncc.expand(-1, n, -1, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(renderer(**batch), frame[:, 0], atol=2e-3, rtol=0)
 
 
 def test_unused_references_may_be_none():

@@ -104,6 +104,17 @@ def test_resume_continues_at_the_saved_step(how, make_config, tmp_path):
         assert checkpoint_names(tmp_path / "second") == ["last.ckpt", "step_0000012.ckpt"]
 
 
+def test_a_run_that_stops_between_periodic_saves_saves_its_last_step(make_config, tmp_path):
+    """every_n_train_steps=4, max_steps=6: Lightning alone would leave last.ckpt at step 4."""
+    train(make_config(*SHORT_RUN, "trainer.max_steps=6", "test=false", run="first"))
+    assert checkpoint_names(tmp_path / "first") == ["last.ckpt", "step_0000004.ckpt", "step_0000006.ckpt"]
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    _, objects = train(make_config(*SHORT_RUN, "trainer.max_steps=9", "test=false", f"ckpt_path='{last}'", run="second"))
+    assert objects["trainer"].global_step == 9
+    assert checkpoint_names(tmp_path / "second") == ["last.ckpt", "step_0000008.ckpt", "step_0000009.ckpt"]
+
+
 def test_missing_checkpoint_is_a_clear_error(make_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         train(make_config(*SHORT_RUN, f"ckpt_path='{tmp_path / 'nope.ckpt'}'"))

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AnalysisConfig:
     track: TrackConfig = field(default_factory=TrackConfig)  # track.face_index: which face (0 = largest)
-    fit_steps: int = 500  # Adam steps per fit window (FitConfig.steps)
+    fit_steps: int = FitConfig.steps  # Adam steps per fit window (the data_prep fit's default)
     fit_window: int = 250  # frames per fit window
     fit_overlap: int = 25  # frames shared by neighbouring fit windows (crossfaded)
     min_segment: int = 3  # face runs shorter than this pass through undubbed

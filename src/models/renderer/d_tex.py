@@ -63,7 +63,13 @@ class TextureDecoder(nn.Module):
             *(ResidualConv(c_out) for _ in range(extra)),
         )
 
+    uses_sampled_rgb = False  # the renderer hands sampled reference pixels to decoders that take them
+
     def forward(self, latent: torch.Tensor, tgt_pncc: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.to_rgb(self.features(latent, tgt_pncc)))  # (B, 3, 4h, 4w)
+
+    def features(self, latent: torch.Tensor, tgt_pncc: torch.Tensor) -> torch.Tensor:
+        """The two upsampling stages: -> (B, C/2, 4h, 4w)."""
         if latent.ndim != 4 or latent.shape[1] != self.dim:
             raise ValueError(f"TextureDecoder: latent must be (B, {self.dim}, h, w), got {tuple(latent.shape)}")
         b, _, h, w = latent.shape
@@ -74,5 +80,4 @@ class TextureDecoder(nn.Module):
         geometry = F.interpolate(tgt_pncc * 2 - 1, size=(h, w), mode="area")  # (B, 3, h, w) 4x4 means, centred
         x = torch.cat([latent, geometry], dim=1)  # (B, C + 3, h, w)
         x = self.stages[0](x)  # (B, C, 2h, 2w)
-        x = self.stages[1](x)  # (B, C/2, 4h, 4w)
-        return torch.sigmoid(self.to_rgb(x))  # (B, 3, 4h, 4w)
+        return self.stages[1](x)  # (B, C/2, 4h, 4w)

@@ -10,6 +10,13 @@ in, the target face out.
                    + FaceAttn(g_tgt, g_f, f_f) (1 - M_l)          (B, C, h, w)       Eq. 4
     F_tgt        = D_tex(out, G_tgt)                               (B, 3, H, W)
 
+With a sampled-texture decoder (``d_tex_sampled.SampledTextureDecoder``, the configs' default) the attentions
+also move each reference's own pixels (4x4 patches, one per latent cell) with their weights; Eq. 4 fuses them
+with the full-resolution lip mask and D_tex corrects the result:
+    p_f, p_l     = pixel_unshuffle(F_ref_face | F_ref_lip, 4)       (B, N, 48, h, w)
+    rgb          = shuffle(LipAttn_px(p_l)) M_l + shuffle(FaceAttn_px(p_f)) (1 - M_l)   (B, 3, H, W)
+    F_tgt        = D_tex(out, G_tgt, rgb)                          (B, 3, H, W)
+
 `mode` picks the paper's network or one of its ablations (Table 4):
     "dual"      Eq. 4, both attentions (the paper)
     "single"    one cross-attention over face and lip references together (face_attention's module)
@@ -72,6 +79,7 @@ class DualAttentionRenderer(nn.Module):
         self.e_geo, self.e_tex, self.d_tex = e_geo, e_tex, d_tex
         self.lip_attention, self.face_attention = lip_attention, face_attention
         self.mode, self.dim = mode, e_geo.dim
+        self.samples_rgb = bool(getattr(d_tex, "uses_sampled_rgb", False))  # d_tex_sampled.SampledTextureDecoder
 
     @property
     def uses_face_refs(self) -> bool:
@@ -95,19 +103,26 @@ class DualAttentionRenderer(nn.Module):
         (B, N_l, 3, H, W) (unused in "no_lip"). Inputs a mode does not read may be None. -> (B, 3, H, W)."""
         refs = self._check(tgt_pncc, tgt_lip_mask, face_ref_img, face_ref_pncc, lip_ref_img, lip_ref_pncc)
         q_geo, ref_geo, ref_tex = self.encode(tgt_pncc, refs)  # (B, C, h, w), {kind: (B, N, C, h, w)} x 2
+        # the references' own pixels, one 4x4 patch per latent cell, for a decoder that starts from them
+        pix = {kind: F.pixel_unshuffle(img, 4) for kind, (img, _) in refs.items()} if self.samples_rgb else None
         if self.mode == "single":
-            fused = self.face_attention(q_geo, torch.cat([ref_geo["face"], ref_geo["lip"]], dim=1),
-                                        torch.cat([ref_tex["face"], ref_tex["lip"]], dim=1))  # (B, C, h, w)
-        elif self.mode == "no_lip":
-            fused = self.face_attention(q_geo, ref_geo["face"], ref_tex["face"])  # (B, C, h, w)
-        elif self.mode == "no_face":
-            fused = self.lip_attention(q_geo, ref_geo["lip"], ref_tex["lip"])  # (B, C, h, w)
+            cat = lambda d: None if d is None else torch.cat([d["face"], d["lip"]], dim=1)  # noqa: E731
+            fused, rgb = self.face_attention.sample(q_geo, cat(ref_geo), cat(ref_tex), cat(pix))  # (B, C, h, w)
+        elif self.mode in ("no_lip", "no_face"):
+            kind, attention = ("face", self.face_attention) if self.mode == "no_lip" else ("lip", self.lip_attention)
+            fused, rgb = attention.sample(q_geo, ref_geo[kind], ref_tex[kind], pix and pix[kind])  # (B, C, h, w)
         else:
-            lip = self.lip_attention(q_geo, ref_geo["lip"], ref_tex["lip"])  # (B, C, h, w)
-            face = self.face_attention(q_geo, ref_geo["face"], ref_tex["face"])  # (B, C, h, w)
+            lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pix and pix["lip"])
+            face, face_rgb = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pix and pix["face"])
             mask = F.interpolate(tgt_lip_mask, size=q_geo.shape[-2:], mode="area")  # (B, 1, h, w) lip fraction
             fused = lip * mask + face * (1 - mask)  # (B, C, h, w), Eq. 4
-        return self.d_tex(fused, tgt_pncc)  # (B, 3, H, W)
+            if self.samples_rgb:  # Eq. 4 on the sampled pixels, with the full-resolution mask
+                rgb = F.pixel_shuffle(lip_rgb, 4) * tgt_lip_mask + F.pixel_shuffle(face_rgb, 4) * (1 - tgt_lip_mask)
+        if not self.samples_rgb:
+            return self.d_tex(fused, tgt_pncc)  # (B, 3, H, W)
+        if self.mode != "dual":
+            rgb = F.pixel_shuffle(rgb, 4)  # (B, 48, h, w) -> (B, 3, H, W)
+        return self.d_tex(fused, tgt_pncc, rgb)  # (B, 3, H, W)
 
     def encode(
         self, tgt_pncc: torch.Tensor, refs: dict[str, tuple[torch.Tensor, torch.Tensor]]

@@ -1,0 +1,158 @@
+"""``python -m eval.speed data_prep``: frames per second per CPU core of each data_prep step and end to end.
+
+Every step runs in this one process with one torch thread and one OpenCV thread, on one clip (a synthetic
+clip made on the spot, or ``--video``), the way ``data_prep.build`` runs one clip per worker process. Per
+step it prints wall-clock frames/s and frames per CPU-second (``time.process_time``: the CPU time of every
+thread of the process, MediaPipe's own threads included), which is the "per core" figure. The steps:
+
+    decode      PyAV -> 25 fps RGB frames (one pass; the build decodes the video twice)
+    audio       PyAV -> 16 kHz mono, aligned to the frames
+    track       MediaPipe face mesh (478 landmarks) + smoothed crop boxes, on decoded frames
+    crop+encode 256x256 crops, H.264 in memory (the shard's mp4)
+    quality     the configured scorers (embedded; HyperIQA when --hyperiqa is given)
+    fit         the hybrid 3DMM fit (closed-form initialisation + Adam with Eq. 1 and Eq. 2)
+
+"sum of steps" is frames / (sum of the steps' seconds). "end to end" times ``process_clip`` itself (both
+decoding passes, every step, the sample's bytes), which is what a build worker does per clip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+STEPS = ("decode", "audio", "track", "crop+encode", "quality", "fit")
+
+
+@dataclass
+class StepTime:
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+@contextmanager
+def timed(times: dict[str, StepTime], step: str):
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    entry = times.setdefault(step, StepTime())
+    entry.wall += time.perf_counter() - wall
+    entry.cpu += time.process_time() - cpu
+
+
+def synthetic_clip(work: Path, seconds: float, size: int) -> Path:
+    """One synthetic talking-head clip (data_prep.synthetic, seed 0) -> its mp4."""
+    from data_prep.synthetic.generate import main as generate
+
+    generate(["--out", str(work), "--speakers", "1", "--clips-per-speaker", "1", "--seconds", str(seconds),
+              "--size", str(size), "--seed", "0", "--workers", "1", "--preview", str(work / "preview.png")])
+    (clip,) = sorted(work.glob("*/*/*.mp4"))
+    return clip
+
+
+def time_steps(path: Path, cfg) -> tuple[int, dict[str, StepTime]]:
+    """Each step of one clip timed on its own (the previous step's output held in memory)."""
+    from data_prep import decode, quality
+    from data_prep.fit import fit_clip
+    from data_prep.process import SAMPLE_RATE, SegmentWriter, build_scorers, crop_landmarks, fit_landmarks
+    from data_prep.track import CROP_SIZE, crop_frame, track_video
+    from src.geometry.face_models import shared_face_model
+
+    fm = shared_face_model(cfg.face_model)
+    times: dict[str, StepTime] = {}
+    with timed(times, "decode"):
+        frames = [f.image for f in decode.iter_frames(path, 25.0)]
+    n = len(frames)
+    with timed(times, "audio"):
+        decode.read_audio(path, SAMPLE_RATE, n_frames=n, fps=25.0)
+    with timed(times, "track"):
+        track = track_video(frames, cfg.track)
+    if not track.segments:
+        raise SystemExit(f"{path}: no face found, nothing to time after tracking")
+    start, end = max(track.segments, key=lambda s: s[1] - s[0])
+    keep = set(quality.sample_indices(end - start, cfg.quality_samples) + start)
+    with timed(times, "crop+encode"):
+        writer = SegmentWriter()
+        for t in range(start, end):
+            writer.add(crop_frame(frames[t], track.boxes[t], CROP_SIZE)[0], t, keep=t in keep)
+        _, crops, shown = writer.close()
+    lmk = crop_landmarks(track, start, end)
+    scorers = build_scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
+    context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk,
+                                  fps=25.0, crop_frames=np.asarray(shown) - start)
+    with timed(times, "quality"):
+        quality.score_clip(scorers, crops, context)
+    with timed(times, "fit"):
+        fit_clip(fm, *fit_landmarks(fm, lmk, cfg.fit))
+    # steps after tracking see only the face segment's frames: scale them to the whole clip's frame count
+    for step in ("crop+encode", "quality", "fit"):
+        times[step].wall *= n / (end - start)
+        times[step].cpu *= n / (end - start)
+    return n, times
+
+
+def time_end_to_end(path: Path, cfg) -> tuple[int, StepTime, dict]:
+    from data_prep.process import process_clip
+    from data_prep.sources import ClipSource
+    from src.geometry.face_models import shared_face_model
+
+    clip = ClipSource(key=path.stem, path=path, speaker="speed", source="folder", meta={})
+    times: dict[str, StepTime] = {}
+    with timed(times, "end to end"):
+        _, report = process_clip(clip, cfg, shared_face_model(cfg.face_model))
+    return report.get("frames", 0), times["end to end"], report
+
+
+def print_table(n: int, times: dict[str, StepTime], end_to_end: tuple[int, StepTime]) -> None:
+    print(f"\n{'step':14s} {'wall s':>8s} {'CPU s':>8s} {'frames/s':>9s} {'frames/CPU-s':>13s}")
+    for step in STEPS:
+        t = times[step]
+        print(f"{step:14s} {t.wall:8.2f} {t.cpu:8.2f} {n / t.wall:9.1f} {n / t.cpu:13.1f}")
+    wall, cpu = sum(t.wall for t in times.values()), sum(t.cpu for t in times.values())
+    print(f"{'sum of steps':14s} {wall:8.2f} {cpu:8.2f} {n / wall:9.1f} {n / cpu:13.1f}")
+    frames, t = end_to_end
+    print(f"{'end to end':14s} {t.wall:8.2f} {t.cpu:8.2f} {frames / t.wall:9.1f} {frames / t.cpu:13.1f}")
+    print(f"\nframes/CPU-s is the per-core rate: a build with --workers W on W cores processes about W times as "
+          f"many frames per second ({n} frames timed).")
+
+
+def run(args: argparse.Namespace) -> None:
+    from data_prep.build import DEFAULT_QUALITY, make_config
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    build_args = argparse.Namespace(quality=DEFAULT_QUALITY, face_model=args.face_model, landmarks="detector",
+                                    min_seconds=1.0, hyperiqa=args.hyperiqa, fit_steps=args.fit_steps)
+    cfg = make_config(build_args)
+    with tempfile.TemporaryDirectory(prefix="speed_data_prep_") as work:
+        path = Path(args.video) if args.video else synthetic_clip(Path(work), args.seconds, args.size)
+        if not path.is_file():
+            raise SystemExit(f"--video {path}: no such file")
+        from data_prep.decode import probe
+
+        info = probe(path)
+        print(f"clip: {path.name}, {info.width}x{info.height}, {info.duration_s:.1f} s at {info.fps:.2f} fps; "
+              f"one torch thread, one OpenCV thread; fit steps {cfg.fit.steps}")
+        time_steps(path, cfg)  # warm-up: imports, MediaPipe graphs, torch's first Adam
+        n, times = time_steps(path, cfg)
+        frames, total, report = time_end_to_end(path, cfg)
+        if not report.get("samples"):
+            print(f"note: process_clip kept no sample ({report.get('removed')}); end to end still timed every step "
+                  "it ran")
+    print_table(n, times, (frames, total))
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--video", help="a talking-head video (default: a synthetic clip made on the spot)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the synthetic clip")
+    parser.add_argument("--size", type=int, default=384, help="frame size of the synthetic clip")
+    parser.add_argument("--face-model", default="procedural")
+    parser.add_argument("--fit-steps", type=int, default=None, help="override the fit's Adam steps")
+    parser.add_argument("--hyperiqa", type=Path, default=None, help="HyperIQA weights: time that scorer too")
