@@ -97,6 +97,7 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"no {args.source} clips found under {args.root}")
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    shards.check_settings(work, processing_settings(cfg))
     todo = [c for c in clips if not shards.is_done(work, c.key)]
     print(f"{len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to process", file=sys.stderr)
     start = time.time()
@@ -137,6 +138,25 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)  # one clip per process: more threads per clip only contend (ENVIRONMENT.md)
+
+
+def processing_settings(cfg) -> dict:
+    """Everything that decides a clip's samples, for ``shards.check_settings``: the processing config (tracking,
+    quality, fit), the face model's name with its version, and the landmark calibration file's content."""
+    import dataclasses
+    import hashlib
+
+    from data_prep.fit import landmark_indices
+    from src.geometry.face_models import landmark_calibration, shared_face_model
+
+    fm = shared_face_model(cfg.face_model)
+    settings = {"process": dataclasses.asdict(cfg), "face_model": fm.name}
+    landmarks = "mp478" if bool((fm.lmk478 >= 0).all()) else "ibug68"  # as process.fit_landmarks chooses
+    n = len(landmark_indices(fm, landmarks))
+    calibration = None if cfg.landmarks == "sidecar" else cfg.fit.landmark_calibration
+    cal = landmark_calibration.resolve(fm.name, landmarks, n, calibration)
+    settings["landmark_calibration"] = None if cal is None else hashlib.sha256(cal.array.tobytes()).hexdigest()[:16]
+    return settings
 
 
 def check_face_model(cfg) -> None:

@@ -1,7 +1,7 @@
 """Landmark embedding calibration of a face model for MediaPipe's 478 landmarks, from synthetic data only:
 
     python -m data_prep.calibrate_landmarks [--out src/geometry/face_models/calibration/procedural-v2_mp478.npy]
-        [--speakers 48 --clips-per-speaker 1 --seconds 4 --seed 1000] [--corpus DIR] [--workers 2] [--check-clips 4]
+        [--speakers 100 --clips-per-speaker 1 --seconds 4 --seed 1000] [--corpus DIR] [--workers 2] [--check-clips 4]
 
 Steps: (1) a synthetic corpus rendered with the face model (``data_prep.synthetic``; its own seed, never
 the seeds of the test corpora, and never real clips); (2) MediaPipe on every clip, as ``data_prep.build``
@@ -10,7 +10,10 @@ measured against the corpus' exact ground truth: per frame t the detection resid
 / s_t`` (model units) is what the projection ``P_t = flip * R_t[:2]`` makes of a canonical-frame offset, so
 the offset ``d`` (478, 3) is the least-squares solution of ``P_t d_n = r_tn`` over all frames (one 3x3 normal
 matrix shared by the landmarks, a small ridge). The head's yaw and pitch spread across clips is what
-determines the depth component. Frames where the detector lost the face (mean residual over 4x the
+determines the depth component. By default the offset also depends on the expression, ``d_n(beta_t) = d0_n +
+E_n beta_t`` with the true beta_t as regressors (still one normal matrix, 3 (1 + K_exp) square): MediaPipe's
+lip contour follows the visible mouth opening rather than the lip vertices, an error that grows with the
+expression (``--static`` for the fixed offset alone). Frames where the detector lost the face (mean residual over 4x the
 corpus median) are left out; (4) the calibration file (``.npy`` offset + ``.json``: model name and version,
 landmark set, detector, provenance), and a check: a few calibration clips fitted (``data_prep.fit``) without
 and with it. The held-out measurement is ``data_prep.build`` on a corpus made with another seed.
@@ -50,12 +53,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--face-model", default="procedural", help="a face model with a MediaPipe-478 correspondence")
     p.add_argument("--corpus", type=Path, default=None,
                    help="synthetic corpus folder, kept and reused (resumes); default: a temporary folder, removed")
-    p.add_argument("--speakers", type=int, default=48)
+    p.add_argument("--speakers", type=int, default=100)
     p.add_argument("--clips-per-speaker", type=int, default=1)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=1000, help="corpus seed: keep it apart from the test corpora's")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--ridge", type=float, default=1e-3, help="ridge on the offset, relative to the mean normal-matrix eigenvalue")
+    p.add_argument("--static", action="store_true",
+                   help="a fixed offset only (default: an offset that also depends linearly on the expression)")
     p.add_argument("--check-clips", type=int, default=4, help="calibration clips fitted without and with the result (0: none)")
     p.add_argument("--fit-steps", type=int, default=None, help="fit steps of the check (default FitConfig.steps)")
     args = p.parse_args(argv)
@@ -68,32 +73,48 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @dataclass
 class OffsetSolver:
-    """Accumulates ``P_t d_n = r_tn`` over frames and solves for the offset d (N, 3) by ridge least squares.
+    """Accumulates ``P_t d_n(beta_t) = r_tn`` over frames and solves for the offset by ridge least squares,
+    where ``d_n(beta) = d0_n + E_n beta`` (``n_exp`` expression terms; 0 = a static offset d0 only).
 
-    ``add`` takes detections and the true landmark vertices' projections (T, N, 2) px and the true poses
-    (T, 6), as in ``src.geometry.camera``; residuals are divided by each frame's scale (model units)."""
+    ``add`` takes detections and the true landmark vertices' projections (T, N, 2) px, the true poses
+    (T, 6), as in ``src.geometry.camera``, and the true expressions (T, K_exp); residuals are divided by each
+    frame's scale (model units). Every landmark shares one normal matrix (3 (1 + K) square): the design of
+    frame t is ``P_t kron [1, beta_t]``."""
 
     n_landmarks: int
-    normal: np.ndarray = field(init=False)  # (3, 3) sum_t P_t' P_t
-    rhs: np.ndarray = field(init=False)  # (N, 3) sum_t P_t' r_tn
+    n_exp: int = 0
+    normal: np.ndarray = field(init=False)  # (3 (1+K), 3 (1+K)) sum_t A_t' A_t
+    rhs: np.ndarray = field(init=False)  # (N, 3 (1+K)) sum_t A_t' r_tn
     frames: int = 0
 
     def __post_init__(self) -> None:
-        self.normal = np.zeros((3, 3))
-        self.rhs = np.zeros((self.n_landmarks, 3))
+        width = 3 * (1 + self.n_exp)
+        self.normal = np.zeros((width, width))
+        self.rhs = np.zeros((self.n_landmarks, width))
 
-    def add(self, detected: np.ndarray, true: np.ndarray, pose: np.ndarray) -> None:
+    def add(self, detected: np.ndarray, true: np.ndarray, pose: np.ndarray, beta: np.ndarray | None = None) -> None:
         proj = projection_rows(pose)  # (T, 2, 3)
         resid = (np.asarray(detected, np.float64) - true) / np.asarray(pose, np.float64)[:, 5, None, None]
-        self.normal += np.einsum("tij,tik->jk", proj, proj)
-        self.rhs += np.einsum("tij,tni->nj", proj, resid)
+        terms = np.ones((len(proj), 1))  # (T, 1 + K): the regressors [1, beta_t]
+        if self.n_exp:
+            if beta is None or np.shape(beta) != (len(proj), self.n_exp):
+                raise ValueError(f"OffsetSolver with {self.n_exp} expression terms needs beta (T, {self.n_exp}), "
+                                 f"got {None if beta is None else np.shape(beta)}")
+            terms = np.concatenate([terms, np.asarray(beta, np.float64)], axis=1)
+        design = np.einsum("tij,tk->tijk", proj, terms).reshape(len(proj), 2, -1)  # (T, 2, 3 (1+K))
+        self.normal += np.einsum("tia,tib->ab", design, design)
+        self.rhs += np.einsum("tia,tni->na", design, resid)
         self.frames += len(proj)
 
-    def solve(self, ridge: float = 1e-3) -> np.ndarray:
+    def solve(self, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray | None]:
+        """-> offset (N, 3) and expression terms (N, 3, K_exp) (None for a static solver), float32."""
         if self.frames == 0:
             raise ValueError("no frames to calibrate from")
-        damp = ridge * np.trace(self.normal) / 3 * np.eye(3)
-        return np.linalg.solve(self.normal + damp, self.rhs.T).T.astype(np.float32)  # (N, 3)
+        width = len(self.normal)
+        damp = ridge * np.trace(self.normal) / width * np.eye(width)
+        x = np.linalg.solve(self.normal + damp, self.rhs.T).T.reshape(self.n_landmarks, 3, 1 + self.n_exp)
+        x = x.astype(np.float32)
+        return x[..., 0], (x[..., 1:] if self.n_exp else None)
 
 
 def projection_rows(pose: np.ndarray) -> np.ndarray:
@@ -117,10 +138,11 @@ def main(argv=None) -> int:
     try:
         clips = make_corpus(args, corpus)
         tracks = detect(clips, args.workers)
-        solver, stats = measure(fm, clips, tracks)
-        offset = solver.solve(args.ridge)
-        stats.update(_after(fm, clips, tracks, offset, stats.pop("_kept")))
-        cal = landmark_calibration.LandmarkCalibration(fm.name, LANDMARKS, offset, _provenance(args, fm, stats))
+        solver, stats = measure(fm, clips, tracks, 0 if args.static else fm.n_exp)
+        offset, expression = solver.solve(args.ridge)
+        stats.update(_after(fm, clips, tracks, offset, expression, stats.pop("_kept")))
+        cal = landmark_calibration.LandmarkCalibration(fm.name, LANDMARKS, offset, _provenance(args, fm, stats),
+                                                       expression)
         path = cal.save(out)
         print(f"calibration: {path} ({len(clips)} clips, {stats['frames']} frames, {time.time() - start:.0f} s)")
         print(f"  detector vs true landmark vertices: {stats['residual_px_before']:.2f} px -> "
@@ -176,23 +198,24 @@ def true_landmarks(fm, clip) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return screen, pose, alpha, beta
 
 
-def measure(fm, clips: list, tracks: list) -> tuple[OffsetSolver, dict]:
-    """The normal equations over every frame where the detector found the face (outliers left out)."""
+def measure(fm, clips: list, tracks: list, n_exp: int = 0) -> tuple[OffsetSolver, dict]:
+    """The normal equations over every frame where the detector found the face (outliers left out);
+    ``n_exp`` expression terms (0: a static offset)."""
     per_clip, frame_error = [], []
     for clip, track in zip(clips, tracks):
-        true, pose, _, _ = true_landmarks(fm, clip)
+        true, pose, _, beta = true_landmarks(fm, clip)
         found = track.found
         px_scale = CROP_SIZE / track.boxes[:, 2]  # frame px -> crop px
         err = np.linalg.norm(track.landmarks - true, axis=-1).mean(-1) * px_scale  # (T,) crop px, NaN if not found
-        per_clip.append((true, pose, found, px_scale))
+        per_clip.append((true, pose, beta, found))
         frame_error.append(np.where(found, err, np.nan))
     median = float(np.nanmedian(np.concatenate(frame_error)))
-    solver, kept = OffsetSolver(478), []
-    for (true, pose, found, px_scale), track, err in zip(per_clip, tracks, frame_error):
+    solver, kept = OffsetSolver(478, n_exp), []
+    for (true, pose, beta, found), track, err in zip(per_clip, tracks, frame_error):
         keep = found & (np.nan_to_num(err, nan=np.inf) <= OUTLIER_FACTOR * median)
         kept.append(keep)
         if keep.any():
-            solver.add(track.landmarks[keep], true[keep], pose[keep])
+            solver.add(track.landmarks[keep], true[keep], pose[keep], beta[keep] if n_exp else None)
     before = np.concatenate([e[k] for e, k in zip(frame_error, kept)])
     found_total = int(sum(t.found.sum() for t in tracks))
     stats = {"frames": solver.frames, "frames_without_face": int(sum(len(t.found) for t in tracks)) - found_total,
@@ -200,12 +223,14 @@ def measure(fm, clips: list, tracks: list) -> tuple[OffsetSolver, dict]:
     return solver, stats
 
 
-def _after(fm, clips, tracks, offset: np.ndarray, kept: list) -> dict:
+def _after(fm, clips, tracks, offset: np.ndarray, expression: np.ndarray | None, kept: list) -> dict:
     """Residual of the detections against the offset landmark vertices, at the true pose (crop px)."""
     errors = []
     for clip, track, keep in zip(clips, tracks, kept):
-        true, pose, _, _ = true_landmarks(fm, clip)
-        shifted = true + np.einsum("tij,nj->tni", projection_rows(pose), offset) * pose[:, 5, None, None]
+        true, pose, _, beta = true_landmarks(fm, clip)
+        moved = (np.broadcast_to(offset, (len(pose), *offset.shape)) if expression is None
+                 else offset + np.einsum("nck,tk->tnc", expression, beta))  # (T, N, 3) canonical offsets
+        shifted = true + np.einsum("tij,tnj->tni", projection_rows(pose), moved) * pose[:, 5, None, None]
         err = np.linalg.norm(track.landmarks - shifted, axis=-1).mean(-1) * CROP_SIZE / track.boxes[:, 2]
         errors.append(err[keep])
     return {"residual_px_after": float(np.concatenate(errors).mean()),
@@ -239,10 +264,11 @@ def _provenance(args: argparse.Namespace, fm, stats: dict) -> dict:
 
     command = (f"python -m data_prep.calibrate_landmarks --face-model {args.face_model} --speakers {args.speakers} "
                f"--clips-per-speaker {args.clips_per_speaker} --seconds {args.seconds:g} --seed {args.seed} "
-               f"--ridge {args.ridge:g}")
+               f"--ridge {args.ridge:g}" + (" --static" if args.static else ""))
     return {"detector": DETECTOR, "mediapipe": mediapipe.__version__, "command": command,
             "units": f"model units ({fm.units_to_mm:g} mm each), canonical frame (before pose), added to the "
                      "landmark vertices where a fit compares them with detections",
+            "expression_terms": 0 if args.static else fm.n_exp,
             "corpus": {"seed": args.seed, "speakers": args.speakers, "clips_per_speaker": args.clips_per_speaker,
                        "seconds": args.seconds},
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}}

@@ -90,8 +90,8 @@ class FitConfig:
     lambda_lap: float = 0.2  # lambda of Eq. 1
     w_reg_beta: float = 0.01  # Eq. 2: ||beta_t - beta_t^init||^2 (pixel-equivalent)
     w_reg_pose: float = 0.01  # Eq. 2: ||p_t - p_t^init||^2 (pixel-equivalent)
-    w_id: float = 0.05  # prior ||alpha||^2, alpha ~ N(0, 1)
-    w_exp: float = 0.002  # prior ||beta_t||^2; ~0.2 for ICT-FaceKit's correlated blendshapes
+    w_id: float = 0.01  # prior ||alpha||^2, alpha ~ N(0, 1)
+    w_exp: float = 0.5  # prior ||beta_t||^2 (data_prep/README.md: the identity / expression split of the lips)
     exp_bounds: tuple[float, float] | None = (0.0, 1.0)  # None: unbounded (PCA expression bases, BFM)
     signed_modes: tuple[str, ...] = ("mouth_shift",)  # modes bounded by (-hi, hi) instead
     init_rounds: int = 3  # pose <-> shape alternations of the closed-form initialisation
@@ -247,9 +247,10 @@ def _problem(fm, lmk2d, cfg: FitConfig, valid) -> _Problem:
     if not bool(valid.any()):
         raise ValueError("no valid frame in the clip: nothing to fit")
     mean = fm.mean[idx].float() + landmark_offset(fm, cfg)  # where the detector puts the landmarks
+    exp_basis = fm.exp_basis[idx].float() + expression_offset(fm, cfg)  # and how they move with the expression
     return _Problem(torch.where(valid[:, None, None], target.nan_to_num(0.0), 0.0), valid,
                     landmark_weights(cfg.landmarks, cfg.weights), mean,
-                    fm.id_basis[idx].float(), fm.exp_basis[idx].float(), *_expression_bounds(fm, cfg))
+                    fm.id_basis[idx].float(), exp_basis, *_expression_bounds(fm, cfg))
 
 
 def landmark_offset(fm, cfg: FitConfig) -> torch.Tensor:
@@ -259,6 +260,13 @@ def landmark_offset(fm, cfg: FitConfig) -> torch.Tensor:
     another version of the model."""
     n = len(landmark_indices(fm, cfg.landmarks))
     return torch.from_numpy(calibration.landmark_offset(fm.name, cfg.landmarks, n, cfg.landmark_calibration))
+
+
+def expression_offset(fm, cfg: FitConfig) -> torch.Tensor:
+    """(N, 3, K_exp) change of ``landmark_offset`` per unit of each expression mode (the calibration's
+    expression-dependent part; zero where it has none), added to the landmark rows of the expression basis."""
+    n = len(landmark_indices(fm, cfg.landmarks))
+    return torch.from_numpy(calibration.expression_offset(fm.name, cfg.landmarks, n, fm.n_exp, cfg.landmark_calibration))
 
 
 def _expression_bounds(fm, cfg: FitConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:

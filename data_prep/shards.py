@@ -60,6 +60,34 @@ def write_work_item(work: Path, clip_key: str, samples: list[dict[str, bytes]], 
     return final
 
 
+SETTINGS = "settings.json"
+
+
+def check_settings(work: Path, settings: dict) -> None:
+    """Resuming must not mix clips processed two ways: the first run writes ``WORK/settings.json``, a later run
+    with other settings (a changed fit, calibration, quality threshold or face model) is refused, naming the
+    keys that differ."""
+    settings = json.loads(json.dumps(settings, sort_keys=True, default=str))  # tuples -> lists, as read back
+    path = work / SETTINGS
+    if not path.is_file():
+        tmp = work / f".{SETTINGS}.tmp"
+        tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        return
+    before = json.loads(path.read_text())
+    if before != settings:
+        diff = sorted(_differences(before, settings))
+        raise ValueError(f"{work.parent}: its finished clips were processed with other settings ({', '.join(diff[:8])}"
+                         f"{', ...' if len(diff) > 8 else ''}); resuming would mix them. Use a new --out folder, "
+                         f"or delete {work} to process every clip again")
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def is_done(work: Path, clip_key: str) -> bool:
     return (work / safe_key(clip_key) / REPORT).is_file()
 

@@ -214,6 +214,24 @@ def test_packaged_calibration_is_the_default_for_procedural_mediapipe(fm):
     assert 1.0 < float(offset.norm(dim=-1).mean()) < 15.0  # mm: a layout correction, not noise or a blunder
     assert not fit.landmark_offset(fm, EXACT).any()  # exact landmarks: the model's own vertices
     assert not fit.landmark_offset(fm, fit.FitConfig(landmarks="ibug68")).any()  # calibrated for mp478 only
+    expression = fit.expression_offset(fm, fit.FitConfig())  # the packaged one moves with the expression
+    assert expression.shape == (478, 3, fm.n_exp) and torch.equal(expression, torch.from_numpy(packaged.expression))
+    assert not fit.expression_offset(fm, EXACT).any()
+
+
+def test_expression_dependent_calibration_round_trips_and_corrects_the_expression_basis(fm, tmp_path):
+    rng = np.random.default_rng(3)
+    offset = rng.normal(0.0, 1.0, (478, 3)).astype(np.float32)
+    expression = rng.normal(0.0, 0.5, (478, 3, fm.n_exp)).astype(np.float32)
+    path = landmark_calibration.LandmarkCalibration(VERSION, "mp478", offset, {"detector": "test"}, expression).save(
+        tmp_path / "cal.npy")
+    assert np.load(path).shape == (478, 3, 1 + fm.n_exp)
+    cfg = exact(landmark_calibration=str(path))
+    problem = fit._problem(fm, np.full((2, 478, 2), 100.0, np.float32), cfg, None)
+    torch.testing.assert_close(problem.exp_basis, fm.exp_basis[fm.lmk478].float() + torch.from_numpy(expression))
+    torch.testing.assert_close(problem.mean, fm.mean[fm.lmk478].float() + torch.from_numpy(offset))
+    with pytest.raises(ValueError, match="expression terms must be a finite"):
+        landmark_calibration.LandmarkCalibration(VERSION, "mp478", offset, {}, expression[:10])
 
 
 def test_no_calibration_for_ict_and_bfm():
@@ -267,8 +285,33 @@ def test_offset_solver_recovers_a_known_offset():
         true = rng.uniform(0, 256, (t, 478, 2))
         shift = np.einsum("tij,nj->tni", projection_rows(pose), offset) * pose[:, 5, None, None]
         solver.add(true + shift + rng.normal(0, 0.2, true.shape), true, pose)
-    error = np.abs(solver.solve(ridge=1e-6) - offset)
-    assert error[:, :2].max() < 0.1 and error[:, 2].max() < 0.5, error.max(0)
+    solved, expression = solver.solve(ridge=1e-6)
+    error = np.abs(solved - offset)
+    assert expression is None and error[:, :2].max() < 0.1 and error[:, 2].max() < 0.5, error.max(0)
+
+
+def test_offset_solver_recovers_an_expression_dependent_offset():
+    """The same with an offset that moves with the expression, d(beta) = d0 + E beta (the default
+    calibration): d0 and E come back, depth included."""
+    from data_prep.calibrate_landmarks import OffsetSolver, projection_rows
+
+    rng = np.random.default_rng(1)
+    n, k = 40, 3
+    offset, expression = rng.normal(0.0, 3.0, (n, 3)), rng.normal(0.0, 2.0, (n, 3, k))
+    solver = OffsetSolver(n, k)
+    for _ in range(8):  # clips
+        t = 60
+        pose = np.c_[rng.normal(0, [0.1, 0.2, 0.05], (t, 3)), rng.uniform(100, 150, (t, 2)), rng.uniform(2, 3, t)]
+        beta = rng.uniform(0, 1, (t, k))
+        true = rng.uniform(0, 256, (t, n, 2))
+        moved = offset + np.einsum("nck,tk->tnc", expression, beta)  # (T, N, 3)
+        shift = np.einsum("tij,tnj->tni", projection_rows(pose), moved) * pose[:, 5, None, None]
+        solver.add(true + shift + rng.normal(0, 0.2, true.shape), true, pose, beta)
+    solved, solved_expression = solver.solve(ridge=1e-8)
+    assert np.abs(solved - offset)[:, :2].max() < 0.2 and np.abs(solved_expression - expression)[:, :2].max() < 0.3
+    assert np.abs(solved - offset)[:, 2].max() < 1.0 and np.abs(solved_expression - expression)[:, 2].max() < 1.5
+    with pytest.raises(ValueError, match=r"needs beta \(T, 3\)"):
+        solver.add(true, true, pose)
 
 
 @pytest.mark.slow
@@ -283,4 +326,4 @@ def test_calibration_command_on_a_tiny_corpus(tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["face_model"] == VERSION and meta["landmarks"] == "mp478" and meta["frames"] > 40
     assert meta["residual_px_after"] < 0.6 * meta["residual_px_before"]
-    assert np.load(out).shape == (478, 3)
+    assert np.load(out).shape == (478, 3, 1 + load_face_model("procedural").n_exp)  # offset + expression terms

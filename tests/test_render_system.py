@@ -54,6 +54,20 @@ def test_nearest_reference_and_psnr():
     assert (psnr(noisy, image, region) > 90).all()
 
 
+def test_lip_gradient_similarity_is_one_for_the_truth_and_lower_for_blur_and_ghosts(make_config, synthetic_shards):
+    system = hydra.utils.instantiate(_config(make_config, synthetic_shards).model)
+    g = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 32, 32, generator=g), 3, 1, 1)  # some texture
+    region = torch.zeros(2, 1, 32, 32)
+    region[..., 8:24, 8:24] = 1
+    blur = torch.nn.functional.avg_pool2d(target, 5, 1, 2)
+    ghost = 0.5 * target + 0.5 * torch.roll(target, 3, dims=-1)  # a double image: more edges, wrong ones
+    same = system.gradient_similarity(target, target, region)
+    torch.testing.assert_close(same, torch.ones(2))
+    assert (system.gradient_similarity(blur, target, region) < 0.9).all()
+    assert (system.gradient_similarity(ghost, target, region) < 0.9).all()
+
+
 def test_system_learns_and_scores(make_config, synthetic_shards):
     torch.manual_seed(0)
     cfg = _config(make_config, synthetic_shards)

@@ -17,6 +17,8 @@ target plus ``min_ref`` reference frames are skipped (counted in ``skipped``).
   ``eval_windows_per_clip``), each with the reference stretch next to it. Shards are split over ranks when
   there are at least as many shards as ranks, else every rank reads them all (the metrics are then
   averaged over identical copies: correct, only redundant).
+- ``audio_gain_db`` / ``audio_noise_snr_db``: training-only audio augmentation (``AudioAugment``), off by
+  default.
 - ``heldout_clips``: a fraction of the *training speakers'* segments (by a hash of the clip name) kept out
   of training and validated as ``val_seen`` (held-out clips of seen speakers), next to ``val`` (held-out
   speakers, the index's val split).
@@ -64,6 +66,8 @@ class GeometryDataModule(L.LightningDataModule):
         shuffle_buffer: int = 200,
         num_workers: int = 0,
         seed: int = 0,
+        audio_gain_db: tuple[float, float] | list[float] | None = None,
+        audio_noise_snr_db: tuple[float, float] | list[float] | None = None,
     ) -> None:
         """``root``: a data_prep shard folder (its index.json names the shards of each split); or ``urls``:
         split -> a list of shard URLs or one brace pattern (``/data/train-{000000..000099}.tar``,
@@ -81,6 +85,10 @@ class GeometryDataModule(L.LightningDataModule):
             raise ValueError(f"GeometryDataModule: min_ref ({min_ref}) must be <= ref_window ({ref_window})")
         if not 0.0 <= heldout_clips < 1.0:
             raise ValueError(f"GeometryDataModule: heldout_clips must be in [0, 1), got {heldout_clips}")
+        for name, value in [("audio_gain_db", audio_gain_db), ("audio_noise_snr_db", audio_noise_snr_db)]:
+            if value is not None and (len(value) != 2 or value[0] > value[1]):
+                raise ValueError(f"GeometryDataModule: {name} must be null or a range [low, high] in dB, got {value}")
+        self.augment = AudioAugment(audio_gain_db, audio_noise_snr_db)
         self.root = None if root is None else Path(root)
         self.urls = dict(urls or {})
         self.window, self.ref_window, self.min_ref = window, ref_window, min_ref
@@ -171,9 +179,36 @@ class GeometryDataModule(L.LightningDataModule):
                 for start in starts:
                     ref = reference_span(n, start, T, R, min_ref, rng)
                     if ref is not None:
-                        yield window_sample(seg, start, T, ref)
+                        sample = window_sample(seg, start, T, ref)
+                        if train:
+                            sample["audio"] = self.augment(sample["audio"], rng)
+                        yield sample
 
         return stage
+
+
+class AudioAugment:
+    """Training-only audio perturbation of a window: a random gain (dB, uniform in ``gain_db``) and white noise
+    at a random signal-to-noise ratio (dB, uniform in ``noise_snr_db``); either None = off. Lip motion does not
+    depend on loudness or a noise floor, so these are label-preserving; they keep a small corpus from being
+    memorised by its exact waveforms (the CPU demo has a few minutes of speech)."""
+
+    def __init__(self, gain_db=None, noise_snr_db=None) -> None:
+        self.gain_db = None if gain_db is None else tuple(float(x) for x in gain_db)
+        self.noise_snr_db = None if noise_snr_db is None else tuple(float(x) for x in noise_snr_db)
+
+    def __call__(self, audio: np.ndarray, rng: random.Random) -> np.ndarray:
+        if self.gain_db is None and self.noise_snr_db is None:
+            return audio
+        out = audio.astype(np.float32, copy=True)  # (N,) in [-1, 1]
+        if self.noise_snr_db is not None:
+            power = float(np.mean(out ** 2)) + 1e-12
+            snr = rng.uniform(*self.noise_snr_db)
+            noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(len(out)).astype(np.float32)
+            out += noise * np.float32(np.sqrt(power / 10 ** (snr / 10)))
+        if self.gain_db is not None:
+            out *= np.float32(10 ** (rng.uniform(*self.gain_db) / 20))
+        return np.clip(out, -1.0, 1.0)
 
 
 def reference_span(n: int, start: int, window: int, ref_window: int, min_ref: int,

@@ -14,7 +14,9 @@ Losses (the paper is silent; our choice):
 Metrics (``val/``, ``test/``): ``psnr``, ``ssim`` (torchmetrics), ``lpips`` (only with calibrated weights);
 the same for the *nearest reference* baseline (``*_nearest_ref``: the reference whose PNCC is closest to
 the target PNCC, copied); ``lip_psnr`` (PSNR inside the lip mask); ``lip_sharpness``: variance of the
-Laplacian inside the lip mask, prediction / ground truth (1 = as sharp as the truth; blur lowers it).
+Laplacian inside the lip mask, prediction / ground truth (1 = as sharp as the truth; blur lowers it, ghost
+edges raise it); ``lip_gms`` (and ``_nearest_ref``): gradient-magnitude similarity to the truth inside the
+lip mask (1 = the same edges; blur and ghost edges both lower it).
 A sample grid (references, target PNCC, prediction, ground truth) is written to ``<run>/samples/`` at every
 validation, and sent to W&B when that logger is on.
 """
@@ -33,6 +35,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 
 EVAL_PREFIXES = ("val", "test")
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+GMS_C = 170 / 255**2  # GMSD's constant (Xue et al. 2014), for images in [0, 1]
 
 
 class RenderSystem(L.LightningModule):
@@ -73,9 +77,10 @@ class RenderSystem(L.LightningModule):
         self.lip_dilation, self.n_samples = lip_dilation, samples
         self.automatic_optimization = discriminator is None
         names = ["loss", "psnr", "ssim", "psnr_nearest_ref", "ssim_nearest_ref", "lip_psnr", "lip_psnr_nearest_ref",
-                 "lip_sharpness", "lpips", "lpips_nearest_ref"]
+                 "lip_sharpness", "lip_gms", "lip_gms_nearest_ref", "lpips", "lpips_nearest_ref"]
         self.metrics = nn.ModuleDict({p: nn.ModuleDict({n: MeanMetric() for n in names}) for p in EVAL_PREFIXES})
         self.register_buffer("laplacian", LAPLACIAN[None, None], persistent=False)
+        self.register_buffer("sobel", torch.stack([SOBEL_X, SOBEL_X.T])[:, None], persistent=False)  # (2, 1, 3, 3)
         self._sample_batch: dict | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -146,6 +151,7 @@ class RenderSystem(L.LightningModule):
             m[f"psnr{suffix}"].update(psnr(image, target))
             m[f"ssim{suffix}"].update(ssim(image, target, data_range=1.0, reduction="none"))
             m[f"lip_psnr{suffix}"].update(psnr(image, target, region))
+            m[f"lip_gms{suffix}"].update(self.gradient_similarity(image, target, region))
             if self.lpips_metric is not None and self.lpips_metric.calibrated:
                 m[f"lpips{suffix}"].update(self.lpips_metric(image, target))
         m["lip_sharpness"].update(self.sharpness(pred, region) / self.sharpness(target, region).clamp(min=1e-8))
@@ -153,6 +159,17 @@ class RenderSystem(L.LightningModule):
             self._sample_batch = {"pred": pred[: self.n_samples].cpu(), "nearest": nearest[: self.n_samples].cpu(),
                                   **{k: batch[k][: self.n_samples].cpu() for k in
                                      ("tgt_img", "tgt_pncc", "face_ref_img", "lip_ref_img")}}
+
+    def gradient_similarity(self, pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) x 2, region (B, 1, H, W) -> (B,) mean gradient-magnitude similarity inside the region
+        (GMSD's map, Xue et al. 2014): (2 g_p g_t + c) / (g_p^2 + g_t^2 + c) of the grey images' Sobel
+        magnitudes. 1 = every edge where the truth has it, as strong; a blurred lip lowers it (weak g_p), and
+        so do ghost edges (g_p where g_t is flat), which the Laplacian-variance ratio would count as sharpness."""
+        g_p, g_t = (F.conv2d(x.mean(1, keepdim=True), self.sobel, padding=1).norm(dim=1, keepdim=True)
+                    for x in (pred, target))  # (B, 1, H, W) each
+        gms = (2 * g_p * g_t + GMS_C) / (g_p ** 2 + g_t ** 2 + GMS_C)  # (B, 1, H, W)
+        w = region / region.sum((1, 2, 3), keepdim=True).clamp(min=1.0)
+        return (gms * w).sum((1, 2, 3))
 
     def sharpness(self, images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W), (B, 1, H, W) -> (B,) variance of the Laplacian of the grey image inside the region."""

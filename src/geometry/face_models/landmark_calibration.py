@@ -6,11 +6,17 @@ landmark where *it* learned to. For the procedural model and MediaPipe's 478 lan
 systematic field (the detector's learned semantics, not noise and not identity), so fitting detections to
 the raw vertices leaves ~3 px of residual at 256 px and biases the fit. The calibration is an offset
 ``(N, 3)`` in model units, in the canonical (pre-pose) model frame, added to the landmark vertices where a
-fit compares them with detections: it rotates with the head. It never changes the mesh (renders, the
+fit compares them with detections: it rotates with the head. It may also depend on the expression,
+linearly: ``d_n(beta) = offset_n + expression_n @ beta`` with ``expression`` ``(N, 3, K_exp)``, because the
+detector's semantics move with the face (on the procedural model, MediaPipe's lip contour follows the
+visible mouth opening, not the lip vertices: a static offset left the fitted mouth opening at 0.62 of the
+truth, the expression-dependent one at 0.83; data_prep/README.md). Since the model is linear in beta this is
+a per-landmark correction of the expression basis where the fit compares it with detections. It never changes the mesh (renders, the
 synthetic corpus and the training targets use the raw vertices), and it does not apply to landmarks that
 are the model's own vertices (the synthetic corpus' ground-truth sidecar).
 
-Files: ``calibration/<face model name>_<landmark set>.npy`` (the (N, 3) float32 offset) and a ``.json``
+Files: ``calibration/<face model name>_<landmark set>.npy`` (the (N, 3) float32 offset, or (N, 3, 1 + K_exp):
+the offset, then the expression terms) and a ``.json``
 beside it (the face model name *with its version* it was made for, the landmark set, the detector, and how
 it was made). ``python -m data_prep.calibrate_landmarks`` writes them, from a synthetic corpus only.
 
@@ -46,22 +52,36 @@ class LandmarkCalibration:
     landmarks: str
     offset: np.ndarray
     meta: dict = field(default_factory=dict)
+    expression: np.ndarray | None = None  # (N, 3, K_exp): the offset's change per unit of each expression mode
 
     def __post_init__(self) -> None:
         self.offset = np.asarray(self.offset, np.float32)
         if self.offset.ndim != 2 or self.offset.shape[1] != 3 or not np.isfinite(self.offset).all():
             raise ValueError(f"a landmark calibration offset must be a finite (N, 3) array, got {self.offset.shape}")
+        if self.expression is not None:
+            self.expression = np.asarray(self.expression, np.float32)
+            if (self.expression.ndim != 3 or self.expression.shape[:2] != self.offset.shape
+                    or not np.isfinite(self.expression).all()):
+                raise ValueError(f"a landmark calibration's expression terms must be a finite (N, 3, K_exp) array "
+                                 f"with N = {len(self.offset)}, got {self.expression.shape}")
+
+    @property
+    def array(self) -> np.ndarray:
+        """What the .npy file holds: (N, 3), or (N, 3, 1 + K_exp) with the expression terms."""
+        if self.expression is None:
+            return self.offset
+        return np.concatenate([self.offset[..., None], self.expression], axis=-1)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``PATH.npy`` (the offset) and ``PATH.json`` (model, landmark set, provenance); either suffix
         or none may be given. Both are written under temporary names, then renamed."""
         npy, meta = _paths(path)
         npy.parent.mkdir(parents=True, exist_ok=True)
-        info = {"face_model": self.face_model, "landmarks": self.landmarks, "shape": list(self.offset.shape),
+        info = {"face_model": self.face_model, "landmarks": self.landmarks, "shape": list(self.array.shape),
                 **self.meta}
         tmp_npy, tmp_json = npy.with_name(f".{npy.name}.tmp"), meta.with_name(f".{meta.name}.tmp")
         with open(tmp_npy, "wb") as f:
-            np.save(f, self.offset)
+            np.save(f, self.array)
         tmp_json.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         os.replace(tmp_npy, npy)
         os.replace(tmp_json, meta)
@@ -75,15 +95,17 @@ class LandmarkCalibration:
             if not p.is_file():
                 raise FileNotFoundError(f"landmark calibration file not found: {p} (written by `{COMMAND}`)")
         info = json.loads(meta.read_text())
-        offset = np.load(npy, allow_pickle=False)
+        array = np.load(npy, allow_pickle=False)
         missing = {"face_model", "landmarks"} - set(info)
         if missing:
             raise ValueError(f"{meta} is not a landmark calibration: missing {sorted(missing)}")
         extra = {k: v for k, v in info.items() if k not in ("face_model", "landmarks", "shape")}
-        return cls(str(info["face_model"]), str(info["landmarks"]), offset, extra)
+        if array.ndim == 3:  # (N, 3, 1 + K_exp)
+            return cls(str(info["face_model"]), str(info["landmarks"]), array[..., 0], extra, array[..., 1:])
+        return cls(str(info["face_model"]), str(info["landmarks"]), array, extra)
 
-    def check(self, face_model: str, landmarks: str, n_landmarks: int, source: str = "") -> np.ndarray:
-        """The offset, after checking it was made for this face model (name and version), landmark set and
+    def check(self, face_model: str, landmarks: str, n_landmarks: int, source: str = "") -> "LandmarkCalibration":
+        """Itself, after checking it was made for this face model (name and version), landmark set and
         landmark count; a ValueError naming the mismatch otherwise."""
         where = f" ({source})" if source else ""
         if self.face_model != face_model:
@@ -93,7 +115,7 @@ class LandmarkCalibration:
             raise ValueError(f"landmark calibration{where} is for landmarks={self.landmarks!r}, the fit uses {landmarks!r}")
         if self.offset.shape != (n_landmarks, 3):
             raise ValueError(f"landmark calibration{where} has an offset {self.offset.shape}, expected ({n_landmarks}, 3)")
-        return self.offset
+        return self
 
 
 def family(face_model: str) -> str:
@@ -118,12 +140,31 @@ def landmark_offset(face_model: str, landmarks: str, n_landmarks: int, calibrati
     ``calibration``: ``"auto"``: the packaged calibration where the pair needs one (required then), zero
     otherwise; ``None``: zero (landmarks that are the model's own vertices, e.g. synthetic ground truth);
     a path: that calibration, which must be for this model version and landmark set."""
+    cal = resolve(face_model, landmarks, n_landmarks, calibration)
+    return np.zeros((n_landmarks, 3), np.float32) if cal is None else cal.offset
+
+
+def expression_offset(face_model: str, landmarks: str, n_landmarks: int, n_exp: int,
+                      calibration: str | None = "auto") -> np.ndarray:
+    """(N, 3, K_exp) float32: the calibration's change of the offset per unit of each expression mode (zero
+    for none, or for a static calibration); same ``calibration`` rules as ``landmark_offset``."""
+    cal = resolve(face_model, landmarks, n_landmarks, calibration)
+    if cal is None or cal.expression is None:
+        return np.zeros((n_landmarks, 3, n_exp), np.float32)
+    if cal.expression.shape[2] != n_exp:
+        raise ValueError(f"landmark calibration for {face_model!r} has {cal.expression.shape[2]} expression terms, the "
+                         f"model {n_exp} modes: re-run `{COMMAND}`")
+    return cal.expression
+
+
+def resolve(face_model: str, landmarks: str, n_landmarks: int, calibration: str | None = "auto") -> LandmarkCalibration | None:
+    """The calibration ``landmark_offset`` describes, checked, or None for a zero one."""
     if calibration is None:
-        return np.zeros((n_landmarks, 3), np.float32)
+        return None
     if calibration != "auto":
         return _load_file(_paths(calibration)[0]).check(face_model, landmarks, n_landmarks, str(calibration))
     if not needs_calibration(face_model, landmarks):
-        return np.zeros((n_landmarks, 3), np.float32)
+        return None
     path = packaged_path(face_model, landmarks)
     if not path.is_file():
         others = sorted(p.name for p in CALIBRATION_DIR.glob(f"{family(face_model)}-v*_{landmarks}.npy"))
