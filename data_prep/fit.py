@@ -34,20 +34,30 @@ and L_reg (with an initialisation interpolated from the neighbouring valid frame
 
 Landmark calibration. The procedural model's landmark vertices are where the model *designs* MediaPipe's
 478 landmarks; MediaPipe places them by its learned semantics, a systematic field of a few mm (narrower lower
-face and mouth, higher chin, the face oval a silhouette guess that slides with the head). ``FitConfig.
-landmark_calibration`` adds a fixed per-landmark offset (478, 3), in the canonical frame so it turns with
-the head, to the landmark vertices where the fit compares them with detections (``landmark_offset``; files
-and rules in ``src.geometry.face_models.landmark_calibration``). It is measured on a synthetic corpus
-against its exact ground truth (``python -m data_prep.calibrate_landmarks``), tied to the model's VERSION,
-zero for ICT-FaceKit, BFM and iBUG-68, and off for the synthetic sidecar's landmarks (the model's own
-vertices). The mesh is never changed: renders and training targets use the raw vertices.
+face and mouth, higher chin, the face oval a silhouette guess that slides with the head) that also moves with
+the expression (its lip contour follows the visible mouth opening). ``FitConfig.landmark_calibration`` adds a
+per-landmark offset (478, 3), in the canonical frame so it turns with the head, plus a part linear in the
+expression, ``E beta`` with E (478, 3, K_exp), to the landmark vertices where the fit compares them with
+detections (``landmark_offset``, ``expression_offset``; files and rules in
+``src.geometry.face_models.landmark_calibration``). Since the model is linear in beta, the second part is a
+correction of the landmark rows of the expression basis. It is measured on a synthetic corpus against its
+exact ground truth (``python -m data_prep.calibrate_landmarks``), tied to the model's VERSION, zero for
+ICT-FaceKit, BFM and iBUG-68, and off for the synthetic sidecar's landmarks (the model's own vertices). The
+mesh is never changed: renders and training targets use the raw vertices.
 
-Measured (procedural model, 256 px): on exact landmarks with 0.5 px noise the fit reaches the noise floor
-(~0.7 px) and ~0.8 mm lower-face expression error. On MediaPipe's detections, with the calibration: 0.83-0.98
-px on a synthetic corpus of another seed than the calibration's (3.2-3.6 px without), expression error
-0.95-1.42 mm over all vertices (1.06-1.30 mm without: the offset is fixed, the detector's expression-
-dependent error on the mouth remains), and 1.2-2.0% of the outer-eye-corner distance on 9 real clips
-(3.8-4.5% without).
+Priors. Identity and expression modes overlap on the lips (mouth width, lip thickness): the split of a clip's
+constant lip shape between alpha and beta is decided by the priors, and the fitted expression carries the
+rest as a per-clip offset, which stage 1 must then learn. ``w_exp`` 0.5 (was 0.002) and ``w_id`` 0.01 (was
+0.05) gave the smallest such offset on held-out synthetic speakers.
+
+Measured (procedural model, 256 px crops, MediaPipe detections, ``data_prep.build`` defaults, 160 synthetic
+clips of 40 speakers, 16,000 frames): reprojection 0.84-0.92 px per split; expression vertices vs the truth
+0.64-0.83 mm over all vertices (1.1-1.4% of the eye distance), 1.25-1.64 mm on the lower face. Before the
+expression terms and the priors (static offset, 500 steps): 1.10-1.16 mm, and the fitted mouth-opening
+amplitude was 0.62 of the truth (0.73 now, correlation 0.91 -> 0.93). On exact landmarks with 0.5 px noise
+the fit reaches the noise floor (~0.7 px).
+Speed: 100 Adam steps (the default) reach the 500-step loss within 1% and the same frame-to-frame jitter;
+a 150-frame clip fits in ~0.6 CPU-s on one thread (init ~0.35 s), ``python -m eval.speed data_prep``.
 
 Letters: t frames, n landmarks, k modes.
 """
@@ -296,11 +306,12 @@ def _initialise(prob: _Problem, cfg: FitConfig) -> Coeffs:
     w = p64.weight / p64.weight.sum()
     alpha = torch.zeros(p64.id_basis.shape[2], dtype=torch.float64)
     beta = torch.zeros(len(x), p64.exp_basis.shape[2], dtype=torch.float64)
+    gram_id, gram_exp = _gram(p64.id_basis, w), _gram(p64.exp_basis, w)  # (3, 3, K, K) each
     for _ in range(max(cfg.init_rounds, 1)):
         pose = pose_from_landmarks(p64.shape(alpha, beta), x, w)
         proj, trans = _affine(pose)
-        alpha = _solve_alpha(p64, proj, trans, beta, x, w, cfg.w_id)
-        beta = _solve_beta(p64, proj, trans, alpha, x, w, cfg.w_exp)
+        alpha = _solve_alpha(p64, proj, trans, beta, x, w, cfg.w_id, gram_id)
+        beta = _solve_beta(p64, proj, trans, alpha, x, w, cfg.w_exp, gram_exp)
     valid = prob.valid
     return Coeffs(alpha.float(), _fill_invalid(beta, valid).float(), _fill_invalid(pose, valid).float())
 
@@ -339,22 +350,33 @@ def _affine(pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pose[:, 5, None, None] * flip[:, None] * rot, pose[:, 3:5]
 
 
-def _solve_alpha(prob, proj, trans, beta, x, w, w_id: float) -> torch.Tensor:
-    """Ridge least squares for the clip's alpha given poses and per-frame beta: (K_id,)."""
-    jac = torch.einsum("tij,njk->tnik", proj, prob.id_basis)  # (T, N, 2, K_id)
-    fixed = torch.einsum("tij,tnj->tni", proj, prob.shape(torch.zeros_like(prob.id_basis[0, 0]), beta)) + trans[:, None]
-    hess = torch.einsum("tnik,n,tnil->kl", jac, w, jac) / len(x) + w_id * torch.eye(jac.shape[-1], dtype=x.dtype)
-    grad = torch.einsum("tnik,n,tni->k", jac, w, x - fixed) / len(x)
+def _gram(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum_n w_n B[n, a, k] B[n, b, l] -> (3, 3, K, K): with M_t = P_t' P_t (3, 3), a frame's normal matrix
+    J_t' W J_t (J_t = P_t B, the (N, 2, K) Jacobian) is sum_ab M_t[a, b] G[a, b], so the (T, N, 2, K)
+    Jacobians are never built (they were most of the initialisation's time)."""
+    return torch.einsum("n,nak,nbl->abkl", w, basis, basis)
+
+
+def _solve_alpha(prob, proj, trans, beta, x, w, w_id: float, gram: torch.Tensor) -> torch.Tensor:
+    """Ridge least squares for the clip's alpha given poses and per-frame beta: (K_id,). gram: _gram(id_basis)."""
+    fixed = torch.bmm(prob.shape(torch.zeros_like(prob.id_basis[0, 0]), beta), proj.transpose(1, 2)) + trans[:, None]
+    normal = (proj.transpose(1, 2) @ proj).sum(0)  # (3, 3) sum_t P_t' P_t
+    k = gram.shape[-1]
+    hess = torch.einsum("ab,abkl->kl", normal, gram) / len(x) + w_id * torch.eye(k, dtype=x.dtype)
+    u = torch.bmm(x - fixed, proj) * w[:, None]  # (T, N, 3) = W P_t' r_t per landmark
+    grad = u.sum(0).flatten() @ prob.id_basis.flatten(0, 1) / len(x)  # (3N,) @ (3N, K_id)
     return torch.linalg.solve(hess, grad)
 
 
-def _solve_beta(prob, proj, trans, alpha, x, w, w_exp: float) -> torch.Tensor:
-    """Bounded ridge least squares for each frame's beta given poses and alpha: (T, K_exp)."""
-    jac = torch.einsum("tij,njk->tnik", proj, prob.exp_basis)  # (T, N, 2, K_exp)
+def _solve_beta(prob, proj, trans, alpha, x, w, w_exp: float, gram: torch.Tensor) -> torch.Tensor:
+    """Bounded ridge least squares for each frame's beta given poses and alpha: (T, K_exp). gram: _gram(exp_basis)."""
     ident = prob.mean + torch.einsum("nck,k->nc", prob.id_basis, alpha)  # (N, 3)
-    fixed = torch.einsum("tij,nj->tni", proj, ident) + trans[:, None]  # (T, N, 2)
-    hess = torch.einsum("tnik,n,tnil->tkl", jac, w, jac) + w_exp * torch.eye(jac.shape[-1], dtype=x.dtype)
-    grad = torch.einsum("tnik,n,tni->tk", jac, w, x - fixed)
+    fixed = torch.matmul(ident, proj.transpose(1, 2)) + trans[:, None]  # (T, N, 2)
+    k = gram.shape[-1]
+    normal = (proj.transpose(1, 2) @ proj).flatten(1)  # (T, 9) P_t' P_t
+    hess = (normal @ gram.flatten(0, 1).flatten(1)).unflatten(1, (k, k)) + w_exp * torch.eye(k, dtype=x.dtype)
+    u = torch.bmm(x - fixed, proj) * w[:, None]  # (T, N, 3)
+    grad = u.flatten(1) @ prob.exp_basis.flatten(0, 1)  # (T, 3N) @ (3N, K_exp)
     return _bounded_ridge(hess, grad, prob.lo, prob.hi)
 
 
