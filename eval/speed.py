@@ -46,6 +46,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from eval import speed_data_prep
 from src.geometry.rasterizer import rasterize
@@ -192,14 +193,17 @@ def peak_mib(run: Callable[[], object], device: str) -> tuple[float, str]:
 
 
 def build_renderer(args: argparse.Namespace):
-    """The paper's dual-attention renderer at args.size with width args.dim, random weights, eval mode."""
+    """The paper's dual-attention renderer at args.size with width args.dim, random weights, eval mode; D_tex
+    with the sampled-texture path (the configs' default) or latent-only (``--decoder latent``)."""
     from src.models.renderer import (DualAttentionRenderer, FaceAttention, GeometryEncoder, LipAttention,
                                      TextureDecoder, TextureEncoder)
+    from src.models.renderer.d_tex_sampled import SampledTextureDecoder
 
     latent = (args.size // 4, args.size // 4)
     attention = dict(dim=args.dim, heads=args.heads, latent_size=latent, query_chunk=args.query_chunk)
+    decoder = SampledTextureDecoder if args.decoder == "sampled" else TextureDecoder
     return DualAttentionRenderer(GeometryEncoder(args.dim), TextureEncoder(args.dim), LipAttention(**attention),
-                                 FaceAttention(**attention), TextureDecoder(args.dim), mode="dual").eval()
+                                 FaceAttention(**attention), decoder(args.dim), mode="dual").eval()
 
 
 def render_inputs(args: argparse.Namespace, n_lip: int, device: str) -> dict:
@@ -229,8 +233,10 @@ def render_setting(args: argparse.Namespace) -> dict:
         forward_mib, how = peak_mib(lambda: renderer(**batch), device)
         refs = {"lip": (batch["lip_ref_img"], batch["lip_ref_pncc"])}
         q_geo, ref_geo, ref_tex = renderer.encode(batch["tgt_pncc"], refs)
-        lip_mib, _ = peak_mib(lambda: renderer.lip_attention(q_geo, ref_geo["lip"], ref_tex["lip"]), device)
-        del q_geo, ref_geo, ref_tex
+        pixels = F.pixel_unshuffle(batch["lip_ref_img"], 4) if renderer.samples_rgb else None  # (B, N_l, 48, h, w)
+        lip_mib, _ = peak_mib(lambda: renderer.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels),
+                              device)
+        del q_geo, ref_geo, ref_tex, pixels
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         fps = frames_per_second(lambda t: renderer(**batch), args.frames, sync) * args.batch
     return {"n_face": args.n_face, "n_lip": n_lip, "fps": fps, "forward_mib": forward_mib, "lip_attn_mib": lip_mib,
@@ -254,7 +260,7 @@ def run_render(args: argparse.Namespace) -> None:
     chunk = tokens if args.query_chunk is None else min(args.query_chunk, tokens)
     latent = f"{args.size // 4}x{args.size // 4}"
     print(f"# render {args.size}x{args.size} (latent {latent}, {tokens} tokens/frame), C={args.dim}, "
-          f"{args.heads} heads, query_chunk {chunk}, batch {args.batch}, N_f={args.n_face}, {args.device}, "
+          f"{args.heads} heads, query_chunk {chunk}, batch {args.batch}, N_f={args.n_face}, {args.decoder} D_tex, {args.device}, "
           f"SDPA {args.sdpa}; frames/s over {args.frames} no_grad forwards after one warm-up")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     rows = []
@@ -277,7 +283,7 @@ def render_argv(args: argparse.Namespace) -> list[str]:
     """The shared options of `render`, for its `render-one` children."""
     argv = ["--device", args.device, "--size", str(args.size), "--dim", str(args.dim), "--heads", str(args.heads),
             "--n-face", str(args.n_face), "--batch", str(args.batch), "--frames", str(args.frames),
-            "--sdpa", args.sdpa, "--query-chunk", str(args.query_chunk or 0)]
+            "--sdpa", args.sdpa, "--query-chunk", str(args.query_chunk or 0), "--decoder", args.decoder]
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -296,6 +302,8 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=128,
                         help="latent width C (default 128: V must carry a 4x4x3 = 48-value patch per cell)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads")
+    parser.add_argument("--decoder", choices=("sampled", "latent"), default="sampled",
+                        help="D_tex: with the sampled-texture path (the configs' default) or latent-only")
     parser.add_argument("--n-face", type=int, default=5, help="face references N_f")
     parser.add_argument("--n-lip", type=int, nargs="+", default=[5, 25, 100], help="lip references N_l, one row each")
     parser.add_argument("--batch", type=int, default=1, help="frames per forward")

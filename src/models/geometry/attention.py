@@ -17,6 +17,18 @@ from einops import rearrange
 from torch import nn
 
 
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's geometric slopes (Press et al. 2022): head i of h gets 2^(-8 i / h), i = 1..h -> (h,)."""
+    return 2.0 ** (-8.0 * torch.arange(1, heads + 1, dtype=torch.float32) / heads)
+
+
+def distance_bias(slopes: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Symmetric ALiBi bias -slope_i * |t - t'| of frames 0..T-1 against themselves: (h, T, T) float32."""
+    frames = torch.arange(n_frames, device=slopes.device, dtype=torch.float32)
+    distance = (frames[None, :] - frames[:, None]).abs()  # (T, T)
+    return -slopes[:, None, None] * distance  # (h, T, T)
+
+
 class SinusoidalPosition(nn.Module):
     """Fixed sin/cos code of the frame index (Vaswani et al. 2017): `n_frames` -> `(T, D)`, any T.
 
@@ -102,9 +114,10 @@ class CrossAttentionBlock(nn.Module):
         context: torch.Tensor,
         context_pos: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        attn_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, D); context (B, N, D); context_pos (N, D) or (B, N, D); context_mask (B, N) bool,
-        True = valid -> (B, T, D)."""
+        True = valid; attn_bias (h, T, N) added to the scores -> (B, T, D)."""
         if x.ndim != 3 or context.ndim != 3 or x.shape[-1] != self.dim or context.shape[-1] != self.dim:
             raise ValueError(
                 f"CrossAttentionBlock: x must be (B, T, {self.dim}) and context (B, N, {self.dim}), "
@@ -113,6 +126,9 @@ class CrossAttentionBlock(nn.Module):
         context = self.norm_context(context)  # (B, N, D)
         key = context if context_pos is None else context + context_pos.to(context.dtype)  # (B, N, D)
         mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, N)
+        if attn_bias is not None:
+            bias = attn_bias.to(x.dtype)  # (h, T, N)
+            mask = bias if mask is None else bias.masked_fill(~mask, -math.inf)  # (B, h, T, N)
         x = x + self.attn(self.norm_q(x), key, context, mask)  # (B, T, D)
         return x + self.ff(x)  # (B, T, D)
 
@@ -147,15 +163,11 @@ class TemporalSelfAttention(nn.Module):
         self.dim = dim
         self.layers = nn.ModuleList(SelfAttentionLayer(dim, heads, ff_mult, dropout) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
-        # the geometric slope sequence of ALiBi: head i of h gets 2^(-8 i / h), i = 1..h
-        slopes = 2.0 ** (-8.0 * torch.arange(1, heads + 1, dtype=torch.float32) / heads)  # (h,)
-        self.register_buffer("slopes", slopes, persistent=False)
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)  # (h,)
 
     def distance_bias(self, n_frames: int, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """-slope * |t - t'| as (h, T, T), or (B, h, T, T) with masked keys at -inf."""
-        frames = torch.arange(n_frames, device=self.slopes.device, dtype=torch.float32)
-        distance = (frames[None, :] - frames[:, None]).abs()  # (T, T)
-        bias = -self.slopes[:, None, None] * distance  # (h, T, T)
+        bias = distance_bias(self.slopes, n_frames)  # (h, T, T)
         if mask is not None:
             bias = bias.masked_fill(~mask[:, None, None, :], -math.inf)  # (B, h, T, T)
         return bias.to(dtype)
