@@ -43,21 +43,21 @@ test: install
 	rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
-# The demo, end to end on the CPU: a synthetic corpus (20 speakers: 12 train, 4 val, 4 test) -> shards ->
+# The demo, end to end on the CPU: a synthetic corpus (120 speakers x 4 clips: 72 train, 24 val, 24 test) -> shards ->
 # stage 1 -> stage 2 -> a dub of a held-out speaker's video with another speaker's audio -> our own
 # evaluators (SyncNet, style encoder) trained on the shards -> the synthetic benchmark table with its GT row.
 # Every step skips or resumes what is done. Sizes can be overridden, e.g.
 # `make demo DEMO_SPEAKERS=8 GEOMETRY_STEPS=100 RENDER_STEPS=100` for a quick look.
 DEMO := outputs/demo
-DEMO_SPEAKERS ?= 20
-GEOMETRY_STEPS ?= 600
+DEMO_SPEAKERS ?= 120
+GEOMETRY_STEPS ?= 1200
 RENDER_STEPS ?= 600
 SYNCNET_STEPS ?= 200
 STYLE_STEPS ?= 200
 BENCHMARK_VIDEOS ?= 6
 
 demo: install
-	$(PY) -m data_prep.synthetic --out $(DEMO)/corpus --speakers $(DEMO_SPEAKERS) --clips-per-speaker 3 \
+	$(PY) -m data_prep.synthetic --out $(DEMO)/corpus --speakers $(DEMO_SPEAKERS) --clips-per-speaker 4 \
 		--seconds 4 --seed 0 --workers 2 --preview $(DEMO)/preview.png
 	$(PY) -m data_prep.synthetic.check $(DEMO)/corpus --every 8 2>/dev/null
 	$(PY) -m data_prep.build --source synthetic --root $(DEMO)/corpus --out $(DEMO)/shards --workers 2 \

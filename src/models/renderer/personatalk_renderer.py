@@ -104,16 +104,16 @@ class DualAttentionRenderer(nn.Module):
         refs = self._check(tgt_pncc, tgt_lip_mask, face_ref_img, face_ref_pncc, lip_ref_img, lip_ref_pncc)
         q_geo, ref_geo, ref_tex = self.encode(tgt_pncc, refs)  # (B, C, h, w), {kind: (B, N, C, h, w)} x 2
         # the references' own pixels, one 4x4 patch per latent cell, for a decoder that starts from them
-        pix = {kind: F.pixel_unshuffle(img, 4) for kind, (img, _) in refs.items()} if self.samples_rgb else None
-        if self.mode == "single":
-            cat = lambda d: None if d is None else torch.cat([d["face"], d["lip"]], dim=1)  # noqa: E731
-            fused, rgb = self.face_attention.sample(q_geo, cat(ref_geo), cat(ref_tex), cat(pix))  # (B, C, h, w)
+        pix = {kind: F.pixel_unshuffle(img, 4) for kind, (img, _) in refs.items()} if self.samples_rgb else {}
+        if self.mode == "single":  # one attention over face and lip references together
+            both = [torch.cat([d["face"], d["lip"]], dim=1) if d else None for d in (ref_geo, ref_tex, pix)]
+            fused, rgb = self.face_attention.sample(q_geo, *both)  # (B, C, h, w), (B, 48, h, w) | None
         elif self.mode in ("no_lip", "no_face"):
             kind, attention = ("face", self.face_attention) if self.mode == "no_lip" else ("lip", self.lip_attention)
-            fused, rgb = attention.sample(q_geo, ref_geo[kind], ref_tex[kind], pix and pix[kind])  # (B, C, h, w)
+            fused, rgb = attention.sample(q_geo, ref_geo[kind], ref_tex[kind], pix.get(kind))  # (B, C, h, w)
         else:
-            lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pix and pix["lip"])
-            face, face_rgb = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pix and pix["face"])
+            lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pix.get("lip"))
+            face, face_rgb = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pix.get("face"))
             mask = F.interpolate(tgt_lip_mask, size=q_geo.shape[-2:], mode="area")  # (B, 1, h, w) lip fraction
             fused = lip * mask + face * (1 - mask)  # (B, C, h, w), Eq. 4
             if self.samples_rgb:  # Eq. 4 on the sampled pixels, with the full-resolution mask
