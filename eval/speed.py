@@ -196,8 +196,7 @@ def build_renderer(args: argparse.Namespace):
     """The paper's dual-attention renderer at args.size with width args.dim, random weights, eval mode; D_tex
     with the sampled-texture path (the configs' default) or latent-only (``--decoder latent``)."""
     from src.models.renderer import (DualAttentionRenderer, FaceAttention, GeometryEncoder, LipAttention,
-                                     TextureDecoder, TextureEncoder)
-    from src.models.renderer.d_tex_sampled import SampledTextureDecoder
+                                     SampledTextureDecoder, TextureDecoder, TextureEncoder)
 
     latent = (args.size // 4, args.size // 4)
     attention = dict(dim=args.dim, heads=args.heads, latent_size=latent, query_chunk=args.query_chunk)
