@@ -15,11 +15,12 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+from lightning.pytorch.utilities.model_helpers import is_overridden  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import src.utils.resolvers  # noqa: E402,F401  (${face_model:...} in the configs)
 from src.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers  # noqa: E402
-from src.utils.metrics import format_metrics, metric_value  # noqa: E402
+from src.utils.metrics import LastValidatedStep, format_metrics, metric_value  # noqa: E402
 from src.utils.run_info import RunInfoInCheckpoint, run_info, save_run_info  # noqa: E402
 
 
@@ -39,7 +40,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     system: L.LightningModule = hydra.utils.instantiate(cfg.model)
     info = run_info(cfg)
-    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), RunInfoInCheckpoint(info)]
+    last_validated = LastValidatedStep()
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), RunInfoInCheckpoint(info), last_validated]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
@@ -48,9 +50,16 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         logger.log_hyperparams({"git_sha": info["git_sha"], **info["config"]})
 
     try:
+        metrics = {}
         if cfg.get("train"):
             trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = dict(trainer.callback_metrics)
+            metrics.update(trainer.callback_metrics)
+            if (last_validated.step != trainer.global_step and trainer.limit_val_batches
+                    and is_overridden("validation_step", system)):
+                # fit stopped between validations (max_steps inside an epoch, or a resumed run that had
+                # already finished): validate the final weights so the reported val metrics describe them
+                trainer.validate(system, datamodule=datamodule)
+                metrics.update(trainer.callback_metrics)
         if cfg.get("test"):
             # after fit: the weights as they are now; test-only: the weights from ckpt_path
             trainer.test(system, datamodule=datamodule, ckpt_path=None if cfg.get("train") else ckpt_path)

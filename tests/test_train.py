@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.train import train
-from src.utils.metrics import metric_value
+from src.utils.metrics import LastValidatedStep, metric_value
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "experiments"
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -113,6 +113,21 @@ def test_a_run_that_stops_between_periodic_saves_saves_its_last_step(make_config
     _, objects = train(make_config(*SHORT_RUN, "trainer.max_steps=9", "test=false", f"ckpt_path='{last}'", run="second"))
     assert objects["trainer"].global_step == 9
     assert checkpoint_names(tmp_path / "second") == ["last.ckpt", "step_0000008.ckpt", "step_0000009.ckpt"]
+
+
+@pytest.mark.parametrize("max_steps", [2, 6])
+def test_a_run_that_stops_between_validations_validates_its_final_weights(max_steps, make_config, tmp_path):
+    """4 steps per epoch: max_steps=2 ends fit before any validation, 6 ends it two steps after one.
+    The reported val metrics must describe the final weights, and a sweep's optimized_metric must exist."""
+    cfg = make_config(*SHORT_RUN, f"trainer.max_steps={max_steps}", "test=false", run="first")
+    metrics, objects = train(cfg)
+    last_validated = next(cb for cb in objects["trainer"].callbacks if isinstance(cb, LastValidatedStep))
+    assert last_validated.step == (4 if max_steps == 6 else None)
+    expected = objects["trainer"].validate(objects["system"], datamodule=objects["datamodule"], verbose=False)
+    assert metrics["val/loss"] == pytest.approx(expected[0]["val/loss"])
+    # the same run resumed after it finished: fit does nothing, the metrics still come
+    again, _ = train(make_config(*SHORT_RUN, f"trainer.max_steps={max_steps}", "test=false", "ckpt_path=last", run="first"))
+    assert again["val/loss"] == pytest.approx(expected[0]["val/loss"])
 
 
 def test_missing_checkpoint_is_a_clear_error(make_config, tmp_path):

@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 
 def metric_value(metrics: Mapping[str, torch.Tensor | float], name: str | None) -> float | None:
@@ -27,3 +28,16 @@ def format_metrics(metrics: Mapping[str, torch.Tensor | float], stages: tuple[st
         cells = [f"{float(metrics[f'{s}/{name}']):12.4f}" if f"{s}/{name}" in metrics else " " * 12 for s in present]
         lines.append(f"{name:<{width}s}" + "".join(cells))
     return "\n".join(lines)
+
+
+class LastValidatedStep(Callback):
+    """Remembers the global step of the latest validation run during fit (sanity checks excluded), so the
+    caller can tell whether the final weights were ever validated: `max_steps` inside an epoch, or a resume
+    of a finished run, stops fit without validating."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.step = trainer.global_step
