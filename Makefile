@@ -22,7 +22,7 @@ help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
 	@echo "make test      run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
-	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~90 min), outputs/stage1_scale/"
+	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"
 
@@ -86,9 +86,10 @@ demo: install
 	@echo "benchmark:   $(DEMO)/benchmark/benchmark.md (.csv, .json)"
 
 # Stage 1 at the data scale its held-out target needs (lip vertex error at most half the mean-expression
-# baseline on held-out speakers and clips): 480 speakers x 4 clips (split 336/72/72 speakers), the demo recipe
-# for 2000 steps, then the same without the style branch for the style metric. make demo's 480 clips give
-# 0.54-0.58 of the baseline; this gave 0.46-0.48 (README). About 90 minutes on 2 cores; resumes like demo.
+# baseline on held-out speakers and clips): 480 speakers x 4 clips (speaker split 352 train / 56 val / 72 test),
+# the demo recipe for 2000 steps, then the same without the style branch for the style metric. make demo's
+# 480 clips give 0.54-0.58 of the baseline; this gave 0.48 / 0.46 / 0.48 (val / val_seen / test; no style
+# 0.56 / 0.52 / 0.54). About 55 minutes on 2 cores (corpus 18, shards 18, the two runs 18); resumes like demo.
 SCALE := outputs/stage1_scale
 SCALE_SPEAKERS ?= 480
 SCALE_STEPS ?= 2000
