@@ -4,6 +4,7 @@ from collections.abc import Mapping
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def metric_value(metrics: Mapping[str, torch.Tensor | float], name: str | None) -> float | None:
@@ -39,5 +40,5 @@ class LastValidatedStep(Callback):
         self.step: int | None = None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self.step = trainer.global_step
