@@ -47,7 +47,7 @@ test: install
 # The demo, end to end on the CPU: a synthetic corpus (120 speakers x 4 clips; the speaker split gives 77 train,
 # 23 val, 20 test) -> shards -> stage 1 -> stage 2 -> a dub of a held-out speaker's video with another speaker's
 # audio -> our own evaluators (SyncNet, style encoder) trained on the shards -> the synthetic benchmark table with
-# its GT row. About 37 minutes on 2 cores (README).
+# its GT row. 22 to 37 minutes on 2 cores (README).
 # Every step skips or resumes what is done. Sizes can be overridden, e.g.
 # `make demo DEMO_SPEAKERS=8 GEOMETRY_STEPS=100 RENDER_STEPS=100` for a quick look.
 DEMO := outputs/demo
