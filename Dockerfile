@@ -52,6 +52,7 @@ COPY src ./src
 COPY data_prep ./data_prep
 COPY eval ./eval
 COPY tests ./tests
+COPY docs ./docs
 RUN uv pip install --system --no-deps --no-cache -e .
 
 ARG GIT_SHA=unknown

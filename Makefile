@@ -1,6 +1,6 @@
 # Everything runs in .venv/, created on first use and re-installed when pyproject.toml or
 # uv-overrides.txt change. `make help` lists the targets.
-#   make test    the default test suite (no `slow`, no `gpu` tests)
+#   make test    ruff, then the default test suite (no `slow`, no `gpu` tests)
 #   make demo    synthetic corpus -> shards -> stage 1 -> stage 2 -> dub -> benchmark, all in outputs/demo/
 
 SHELL := /bin/bash
@@ -16,13 +16,15 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test demo stage1-scale clean distclean install-hash
+.PHONY: help install test lint demo stage1-scale calibrate-landmarks clean distclean install-hash
 
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
-	@echo "make test      run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
+	@echo "make test      lint, then run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
+	@echo "make lint      ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
+	@echo "make calibrate-landmarks  re-make the procedural model's MediaPipe landmark calibration (after changing the model)"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"
 
@@ -40,7 +42,10 @@ $(STAMP):
 install-hash:
 	@echo $(INSTALL_HASH)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
@@ -68,7 +73,7 @@ demo: install
 		hydra.run.dir=$(DEMO)/geometry
 	$(PY) -m src.train experiment=render_demo data.root=$(DEMO)/shards trainer.max_steps=$(RENDER_STEPS) ckpt_path=last \
 		hydra.run.dir=$(DEMO)/render
-	eval "set -- $$($(PY) -m src.inference.demo_pair $(DEMO)/shards)"; \
+	eval "set -- $$($(PY) -m data_prep.demo_pair $(DEMO)/shards)"; \
 	$(PY) -m src.dub --video "$$1" --audio "$$2" --out $(DEMO)/dub.mp4 \
 		--geometry-ckpt $(DEMO)/geometry/checkpoints/last.ckpt --render-ckpt $(DEMO)/render/checkpoints/last.ckpt \
 		--cache-dir $(DEMO)/dub_cache
@@ -106,6 +111,12 @@ stage1-scale: install
 		ckpt_path=last hydra.run.dir=$(SCALE)/geometry_no_style
 	@echo "stage 1 (style):    $(SCALE)/geometry/ (final metrics above; lve / lve_mean_expr is the ratio)"
 	@echo "stage 1 (no style): $(SCALE)/geometry_no_style/ (compare style_amp_error with the style run's)"
+
+# The procedural face model's landmark calibration for MediaPipe (src/geometry/face_models/calibration/), made from a
+# synthetic corpus of 100 speakers (seed 1000, apart from the test corpora's); re-run after changing the model.
+calibrate-landmarks: install
+	$(PY) -m data_prep.calibrate_landmarks --face-model procedural --speakers 100 --clips-per-speaker 1 --seconds 4 \
+		--seed 1000 --ridge 0.001
 
 clean:
 	rm -rf outputs/demo .pytest_cache *.egg-info build

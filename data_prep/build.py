@@ -17,17 +17,16 @@ killed run leaves nothing half-written under a final name and resumes to the sam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-
-import numpy as np
-import traceback
 from pathlib import Path
 
+import numpy as np
+
 from data_prep import shards
-from data_prep.sources import ClipSource, list_clips, speaker_split
+from data_prep.sources import list_clips, speaker_split
+from src.media.contract import FPS
 
 SOURCES = ("voxceleb2", "celebvhq", "vfhq", "hdtf", "folder", "synthetic")
 DEFAULT_QUALITY = Path(__file__).resolve().parents[1] / "experiments" / "data_prep" / "quality.yaml"
@@ -79,7 +78,7 @@ def make_config(args: argparse.Namespace):
     if "filter" not in qcfg or "thresholds" not in qcfg["filter"]:
         raise ValueError(f"--quality {args.quality}: expected 'filter: {{thresholds: ..., min_frames: ...}}' "
                          "(see experiments/data_prep/quality.yaml)")
-    min_seconds = args.min_seconds if args.min_seconds is not None else qcfg["filter"].get("min_frames", 50) / 25.0
+    min_seconds = args.min_seconds if args.min_seconds is not None else qcfg["filter"].get("min_frames", 50) / FPS
     cfg = ProcessConfig(face_model=args.face_model, landmarks=args.landmarks, min_seconds=min_seconds,
                         thresholds=qcfg["filter"]["thresholds"], scorers=qcfg.get("scorers", {}),
                         hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
@@ -101,7 +100,9 @@ def main(argv=None) -> int:
     todo = [c for c in clips if not shards.is_done(work, c.key)]
     print(f"{len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to process", file=sys.stderr)
     start = time.time()
-    run_executor(args.executor, todo, cfg, work, args.workers)
+    from data_prep import executors  # imports torch: after the arguments are checked
+
+    executors.run(args.executor, todo, cfg, work, args.workers)
     split = speaker_split(sorted({c.speaker for c in clips}), args.val, args.test, args.seed)
     # which quality scorers ran is stated: without --hyperiqa the paper's IQA is not used, only the embedded one
     meta = {"args": {k: str(v) for k, v in vars(args).items()},
@@ -112,46 +113,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_executor(kind: str, clips: list[ClipSource], cfg, work: Path, workers: int) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(clips), desc="clips", unit="clip", file=sys.stderr, smoothing=0.1)
-    if kind == "ray":
-        from data_prep.executors import run_ray
-        run_ray(clips, cfg, work, workers, bar.update)
-    elif workers == 1:
-        for clip in clips:
-            process_and_store(clip, cfg, work)
-            bar.update()
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as pool:
-            for future in as_completed([pool.submit(process_and_store, c, cfg, work) for c in clips]):
-                future.result()
-                bar.update()
-    bar.close()
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one clip per process: more threads per clip only contend (ENVIRONMENT.md)
-
-
 def processing_settings(cfg) -> dict:
     """Everything that decides a clip's samples, for ``shards.check_settings``: the processing config (tracking,
     quality, fit), the face model's name with its version, and the landmark calibration file's content."""
     import dataclasses
     import hashlib
 
-    from data_prep.fit import landmark_indices
-    from src.geometry.face_models import landmark_calibration, shared_face_model
+    from src.geometry.face_models import landmark_calibration
+    from src.geometry.landmarks import landmark_indices, landmark_set
+    from src.models.face_model import shared_face_model
 
     fm = shared_face_model(cfg.face_model)
     settings = {"process": dataclasses.asdict(cfg), "face_model": fm.name}
-    landmarks = "mp478" if bool((fm.lmk478 >= 0).all()) else "ibug68"  # as process.fit_landmarks chooses
+    landmarks = landmark_set(fm)  # as fitting.fit_landmarks chooses
     n = len(landmark_indices(fm, landmarks))
     calibration = None if cfg.landmarks == "sidecar" else cfg.fit.landmark_calibration
     cal = landmark_calibration.resolve(fm.name, landmarks, n, calibration)
@@ -162,29 +136,12 @@ def processing_settings(cfg) -> dict:
 def check_face_model(cfg) -> None:
     """Load the face model and its landmark calibration once, before any clip: a missing or outdated
     calibration file is one clear error here, not a failure recorded in every clip's report."""
-    from data_prep.fit import landmark_offset
-    from data_prep.process import fit_landmarks
-    from src.geometry.face_models import shared_face_model
+    from src.geometry.fitting import fit_landmarks, landmark_offset
+    from src.models.face_model import shared_face_model
 
     fm = shared_face_model(cfg.face_model)
     _, fit_cfg = fit_landmarks(fm, np.zeros((1, 478, 2), np.float32), cfg.fit, exact=cfg.landmarks == "sidecar")
     landmark_offset(fm, fit_cfg)
-
-
-def process_and_store(clip: ClipSource, cfg, work: Path) -> str:
-    """Process one clip and write its work item; a failure is recorded in the report, not raised."""
-    from data_prep.process import process_clip
-    from src.geometry.face_models import shared_face_model
-
-    fm = shared_face_model(cfg.face_model)
-    try:
-        samples, report = process_clip(clip, cfg, fm)
-    except Exception as err:  # noqa: BLE001 - one broken clip must not stop a million-clip job
-        samples = []
-        report = {"clip": clip.key, "speaker": clip.speaker, "source": clip.source, "samples": [],
-                  "removed": ["error"], "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-    shards.write_work_item(work, clip.key, samples, report)
-    return clip.key
 
 
 def print_summary(index: dict, out: Path, seconds: float) -> None:
@@ -193,7 +150,8 @@ def print_summary(index: dict, out: Path, seconds: float) -> None:
     if "hyperiqa" not in index["quality_scorers"]:
         print("  quality: embedded scorer only (no --hyperiqa weights given: the paper's HyperIQA filter did not run)")
     for split, counts in index["splits"].items():
-        print(f"  {split:5s} {counts['samples']:6d} samples {counts['frames']:8d} frames {counts['speakers']:5d} speakers")
+        print(f"  {split:5s} {counts['samples']:6d} samples {counts['frames']:8d} frames "
+              f"{counts['speakers']:5d} speakers")
     print(f"  clips {rep['clips']}, with samples {rep['clips_with_samples']}, segments kept {rep['segments_kept']}, "
           f"removed {rep['segments_removed']}")
     for reason, n in rep["removed_by_reason"].items():

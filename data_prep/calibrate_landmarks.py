@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.track import CROP_SIZE
+from src.media.contract import CROP_SIZE
 
 LANDMARKS = "mp478"
-DETECTOR = "MediaPipe face mesh, refine_landmarks=True (478), data_prep.track"
+DETECTOR = "MediaPipe face mesh, refine_landmarks=True (478), src.tracking"
 OUTLIER_FACTOR = 4.0  # frames whose mean residual exceeds this many times the corpus median are left out
 
 
@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m data_prep.calibrate_landmarks", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None,
-                   help="calibration path (.npy, with a .json beside it); default: the packaged file of the model's version")
+                   help="calibration path (.npy, with a .json beside it); default: the packaged file of the "
+                   "model's version")
     p.add_argument("--face-model", default="procedural", help="a face model with a MediaPipe-478 correspondence")
     p.add_argument("--corpus", type=Path, default=None,
                    help="synthetic corpus folder, kept and reused (resumes); default: a temporary folder, removed")
@@ -58,10 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=1000, help="corpus seed: keep it apart from the test corpora's")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--ridge", type=float, default=1e-3, help="ridge on the offset, relative to the mean normal-matrix eigenvalue")
+    p.add_argument("--ridge", type=float, default=1e-3,
+                   help="ridge on the offset, relative to the mean normal-matrix eigenvalue")
     p.add_argument("--static", action="store_true",
                    help="a fixed offset only (default: an offset that also depends linearly on the expression)")
-    p.add_argument("--check-clips", type=int, default=4, help="calibration clips fitted without and with the result (0: none)")
+    p.add_argument("--check-clips", type=int, default=4,
+                   help="calibration clips fitted without and with the result (0: none)")
     p.add_argument("--fit-steps", type=int, default=None, help="fit steps of the check (default FitConfig.steps)")
     args = p.parse_args(argv)
     if args.speakers < 1 or args.clips_per_speaker < 1 or args.workers < 1 or args.check_clips < 0:
@@ -127,7 +130,8 @@ def projection_rows(pose: np.ndarray) -> np.ndarray:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from src.geometry.face_models import landmark_calibration, load_face_model
+    from src.geometry.face_models import landmark_calibration
+    from src.models.face_model import load_face_model
 
     fm = load_face_model(args.face_model)
     if bool((fm.lmk478 < 0).any()):
@@ -160,7 +164,8 @@ def make_corpus(args: argparse.Namespace, corpus: Path) -> list:
     from data_prep.sources import list_clips
     from data_prep.synthetic.generate import main as generate
 
-    generate(["--out", str(corpus), "--speakers", str(args.speakers), "--clips-per-speaker", str(args.clips_per_speaker),
+    generate(["--out", str(corpus), "--speakers", str(args.speakers),
+              "--clips-per-speaker", str(args.clips_per_speaker),
               "--seconds", str(args.seconds), "--seed", str(args.seed), "--face-model", args.face_model,
               "--workers", str(args.workers)])
     return list_clips("synthetic", corpus)
@@ -241,8 +246,9 @@ def check(fm, clips: list, tracks: list, path: Path, steps: int | None) -> None:
     """Fit some calibration clips (their first face segment, in crop pixels, as data_prep.build does) without
     and with the calibration: reprojection and expression error against the truth. In-sample: a sanity
     check, not the held-out measurement."""
-    from data_prep.fit import FitConfig, fit_clip, vertex_error_mm
-    from data_prep.process import crop_landmarks
+    from src.geometry.fitting import FitConfig, fit_clip
+    from src.metrics.fit import vertex_error_mm
+    from src.tracking.crops import crop_landmarks
 
     cfg = FitConfig() if steps is None else FitConfig(steps=steps)
     for clip, track in zip(clips, tracks):
@@ -262,10 +268,12 @@ def check(fm, clips: list, tracks: list, path: Path, steps: int | None) -> None:
 def _provenance(args: argparse.Namespace, fm, stats: dict) -> dict:
     import mediapipe
 
-    command = (f"python -m data_prep.calibrate_landmarks --face-model {args.face_model} --speakers {args.speakers} "
-               f"--clips-per-speaker {args.clips_per_speaker} --seconds {args.seconds:g} --seed {args.seed} "
-               f"--ridge {args.ridge:g}" + (" --static" if args.static else ""))
-    return {"detector": DETECTOR, "mediapipe": mediapipe.__version__, "command": command,
+    arguments = (f"--face-model {args.face_model} --speakers {args.speakers} --clips-per-speaker "
+                 f"{args.clips_per_speaker} --seconds {args.seconds:g} --seed {args.seed} --ridge {args.ridge:g}"
+                 + (" --static" if args.static else ""))
+    # the tool by name, not by module path: the file is package data of src/, which names none of its clients
+    return {"detector": DETECTOR, "mediapipe": mediapipe.__version__, "tool": "calibrate_landmarks",
+            "arguments": arguments,
             "units": f"model units ({fm.units_to_mm:g} mm each), canonical frame (before pose), added to the "
                      "landmark vertices where a fit compares them with detections",
             "expression_terms": 0 if args.static else fm.n_exp,

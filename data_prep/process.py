@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, replace
+import traceback
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,16 +19,16 @@ import av
 import numpy as np
 import torch
 
-from data_prep import decode, quality
-from data_prep.fit import FitConfig, eye_distance_mm, fit_clip, vertex_error_mm
-from data_prep.shards import npy_bytes, safe_key
+from data_prep import quality
+from data_prep.shards import npy_bytes, safe_key, write_work_item
 from data_prep.sources import ClipSource
-from src.geometry.face_models.procedural import IBUG68_FROM_MEDIAPIPE
-from data_prep.track import CROP_SIZE, Track, TrackConfig, crop_frame, face_segments, smooth_boxes, to_crop, track_video
-
-FPS = 25.0
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)  # 640
+from src.geometry.fitting import FitConfig, fit_clip, fit_landmarks
+from src.media import decode
+from src.media.contract import CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from src.metrics.fit import eye_distance_mm, vertex_error_mm
+from src.models.face_model import shared_face_model
+from src.tracking.crops import crop_frame, crop_landmarks
+from src.tracking.tracker import Track, TrackConfig, face_segments, smooth_boxes, track_video
 
 
 @dataclass
@@ -83,10 +84,25 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
             report["segments_removed"] += 1
             continue
         key = safe_key(f"{clip.key}/seg{k:02d}")
-        sample, meta = _sample(clip, cfg, fm, key, (start, end), video_bytes, audio, lmk, track.boxes[start:end], scores)
+        sample, meta = _sample(clip, cfg, fm, key, (start, end), video_bytes, audio, lmk, track.boxes[start:end],
+                               scores)
         samples.append(sample)
         report["samples"].append(meta)
     return samples, report
+
+
+def process_and_store(clip: ClipSource, cfg: ProcessConfig, work: Path) -> str:
+    """Process one clip and write its work item (``shards.write_work_item``); a failure is recorded in the
+    report, not raised."""
+    fm = shared_face_model(cfg.face_model)
+    try:
+        samples, report = process_clip(clip, cfg, fm)
+    except Exception as err:  # noqa: BLE001 - one broken clip must not stop a million-clip job
+        samples = []
+        report = {"clip": clip.key, "speaker": clip.speaker, "source": clip.source, "samples": [],
+                  "removed": ["error"], "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    write_work_item(work, clip.key, samples, report)
+    return clip.key
 
 
 @lru_cache(maxsize=2)
@@ -113,11 +129,6 @@ def track_clip(clip: ClipSource, cfg: ProcessConfig) -> Track:
     segments = face_segments(np.ones(len(landmarks), bool))
     return Track(landmarks, segments, smooth_boxes(landmarks, segments, cfg.track), tuple(side["size"][::-1]),
                  {"frames": len(landmarks), "found": len(landmarks), "roi_frames": 0})
-
-
-def crop_landmarks(track: Track, start: int, end: int) -> np.ndarray:
-    """Frames [start, end) of the track's landmarks in crop pixels (their smoothed boxes): (t, 478, 2) float32."""
-    return np.stack([to_crop(track.landmarks[t], track.boxes[t]) for t in range(start, end)]).astype(np.float32)
 
 
 def _crop_segments(path: Path, track: Track, segments: list[tuple[int, int]], n_quality: int):
@@ -176,7 +187,7 @@ def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) ->
     result = fit_clip(fm, *fit_landmarks(fm, lmk, cfg.fit, exact=cfg.landmarks == "sidecar"))
     beta = result.beta.detach().numpy().astype(np.float32)
     meta = {"key": key, "speaker": clip.speaker, "source": clip.source, "clip": clip.key, "segment": [start, end],
-            "n_frames": end - start, "fps": FPS, "sample_rate": SAMPLE_RATE, "crop_size": CROP_SIZE,
+            "n_frames": end - start, "fps": float(FPS), "sample_rate": SAMPLE_RATE, "crop_size": CROP_SIZE,
             "face_model": fm.name, "quality": {k: round(float(v), 4) for k, v in scores.items()},
             "reprojection_px": round(float(np.nanmean(result.reproj_px.numpy())), 4), **clip_split(clip)}
     meta["iod_px"] = round(float(np.linalg.norm(lmk[:, 33] - lmk[:, 263], axis=-1).mean()), 3)  # outer eye corners
@@ -188,17 +199,6 @@ def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) ->
               "pose.npy": npy_bytes(result.pose.detach().numpy().astype(np.float32)), "lmk.npy": npy_bytes(lmk),
               "box.npy": npy_bytes(boxes.astype(np.float32)), "json": json.dumps(meta, sort_keys=True).encode()}
     return sample, meta
-
-
-def fit_landmarks(fm, lmk: np.ndarray, fit_cfg: FitConfig, exact: bool = False) -> tuple[torch.Tensor, FitConfig]:
-    """MediaPipe-478 landmarks and the fit settings for this face model: all 478 where the model has that
-    correspondence (the procedural model), else their iBUG-68 subset (ICT-FaceKit, BFM). ``exact``: the
-    landmarks are the model's own vertices (the synthetic sidecar), so no detector calibration applies."""
-    if exact:
-        fit_cfg = replace(fit_cfg, landmark_calibration=None)
-    if bool((fm.lmk478 >= 0).all()):
-        return torch.from_numpy(lmk), replace(fit_cfg, landmarks="mp478")
-    return torch.from_numpy(lmk[:, IBUG68_FROM_MEDIAPIPE]), replace(fit_cfg, landmarks="ibug68")
 
 
 def clip_split(clip: ClipSource) -> dict:

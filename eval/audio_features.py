@@ -1,4 +1,4 @@
-"""MFCCs as the reference SyncNet evaluation computes them, and SyncNet's audio windows (DESIGN.md 7).
+"""MFCCs as the reference SyncNet evaluation computes them, and SyncNet's audio windows (docs/design.md, "Evaluation").
 
 The reference (joonson/syncnet_python) calls ``python_speech_features.mfcc(audio, 16000)`` on the int16
 samples of a 16 kHz mono wav, with that library's defaults. ``mfcc`` below takes the same steps in numpy
@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from scipy.fft import dct
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from src.media.contract import SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (SyncNet's rates are the project's)
+
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps video
 WINDOW_FRAMES = 5  # video frames per SyncNet window
 WINDOW_MFCC = 20  # MFCC columns per SyncNet window (0.2 s)

@@ -60,13 +60,15 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: outputs/benchmark/<split>)")
     p.add_argument("--config", type=Path, help="evaluator config (default: eval/config.yaml)")
     p.add_argument("--weights", action="append", default=[], metavar="KEY=PATH", help="a weight file (eval/weights.py)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. scoring.chunk=8")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. scoring.chunk=8")
     p.add_argument("--metrics", nargs="+", choices=METRICS, help="score only these (default: all eight)")
     p.add_argument("--allow-missing", action="store_true",
                    help="leave out metrics whose weight files are missing (the table lists them) instead of failing")
     p.add_argument("--device", help="auto, cpu or cuda (default: scoring.device)")
     p.add_argument("--max-frames", type=int, help="score at most N frames per video (default: scoring.max_frames)")
-    p.add_argument("--max-videos", type=int, help="score only the split's first N videos (sorted by name; a quick look)")
+    p.add_argument("--max-videos", type=int,
+                   help="score only the split's first N videos (sorted by name; a quick look)")
 
 
 def main(argv=None) -> int:
@@ -155,7 +157,8 @@ def generate_outputs(args: argparse.Namespace, cfg, videos: list[Video], out: Pa
     if not geometry or not render:
         raise ValueError(f"--generate needs --geometry-ckpt and --render-ckpt (no defaults for split {args.split!r})")
     device = str(resolve_device(args.device or str(cfg.scoring.get("device", "auto"))))
-    return generate(videos, out / "generated" / args.generate_name, resolve_path(geometry), resolve_path(render), device)
+    return generate(videos, out / "generated" / args.generate_name, resolve_path(geometry), resolve_path(render),
+                    device)
 
 
 def run_benchmark(split: str, videos: list[Video], matched: dict, ev: Evaluators, scoring: dict, out: Path,
@@ -163,7 +166,8 @@ def run_benchmark(split: str, videos: list[Video], matched: dict, ev: Evaluators
     """Score every method (and the GT row) and write benchmark.md / .csv / .json into ``out``."""
     scores = score_videos(videos, matched, ev, scoring)
     result = {"split": split, "videos": len(videos), "metrics": ev.computed(), "scorers": ev.variants,
-              "skipped": ev.skipped, "notes": list(NOTES), "methods": {k: str(v) for k, v in (method_dirs or {}).items()},
+              "skipped": ev.skipped, "notes": list(NOTES),
+              "methods": {k: str(v) for k, v in (method_dirs or {}).items()},
               "scoring": scoring, **scores}
     result["files"] = {k: str(v) for k, v in write_reports(result, out).items()}
     return result

@@ -1,11 +1,11 @@
 """Pixel-aligned 256x256 face crops of a generated video and its ground truth.
 
-The face is tracked on the ground-truth video only (``data_prep.track``: MediaPipe landmarks, smoothed
+The face is tracked on the ground-truth video only (``src.tracking``: MediaPipe landmarks, smoothed
 square boxes); both videos are then cropped with the ground truth's box of each frame, so crop pixel q of
 the generated frame and of the ground-truth frame show the same place of the frame. Scoring covers the
 ground truth's longest face segment (the whole video for HDTF and the synthetic corpus).
 
-Length mismatch: both videos are read at 25 fps (``data_prep.decode.iter_frames``); frames past the
+Length mismatch: both videos are read at 25 fps (``src.media.decode.iter_frames``); frames past the
 shorter one are dropped, and ``PairInfo`` reports the counts. A generated video of another resolution
 with the same framing (same aspect ratio) is cropped with the boxes scaled to its size; another aspect
 ratio is an error.
@@ -19,8 +19,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from data_prep import decode
-from data_prep.track import TrackConfig, crop_frame, to_crop, track_video
+from src.media import decode
+from src.media.contract import FPS, SAMPLE_RATE
+from src.tracking.crops import crop_frame, to_crop
+from src.tracking.tracker import TrackConfig, track_video
 
 
 @dataclass
@@ -37,7 +39,7 @@ class GroundTruth:
     n_frames: int
     cache: dict = field(default_factory=dict)
 
-    def audio(self, span: tuple[int, int], sample_rate: int = 16000, fps: float = 25.0) -> np.ndarray:
+    def audio(self, span: tuple[int, int], sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> np.ndarray:
         """(N,) float32 mono audio of frames [span), sample 0 at the span's first frame."""
         audio = decode.read_audio(self.path, sample_rate, n_frames=self.n_frames, fps=fps)
         if audio is None:
@@ -66,7 +68,7 @@ class CropChunk:
     gt_landmarks: np.ndarray  # (B, 478, 2) the ground-truth track's landmarks in crop pixels
 
 
-def track_ground_truth(path: str | Path, name: str | None = None, fps: float = 25.0,
+def track_ground_truth(path: str | Path, name: str | None = None, fps: float = FPS,
                        cfg: TrackConfig | None = None) -> GroundTruth:
     """Track the face of the ground-truth video at ``path``; raise when no frame has a face."""
     path = Path(path)
@@ -78,7 +80,7 @@ def track_ground_truth(path: str | Path, name: str | None = None, fps: float = 2
                        len(track.landmarks))
 
 
-def pair_info(gen_path: str | Path, gt: GroundTruth, fps: float = 25.0, max_frames: int | None = None) -> PairInfo:
+def pair_info(gen_path: str | Path, gt: GroundTruth, fps: float = FPS, max_frames: int | None = None) -> PairInfo:
     """Frame counts and the scored span of a generated video against its ground truth."""
     info = decode.probe(gen_path)
     n_gen = decode.n_output_frames(info.duration_s, fps)
@@ -101,7 +103,7 @@ def box_scale(gen_size: tuple[int, int], gt_size: tuple[int, int], path) -> floa
 
 
 def iter_crop_pairs(gen_path: str | Path, gt: GroundTruth, span: tuple[int, int], size: int = 256,
-                    chunk: int = 16, fps: float = 25.0) -> Iterator[CropChunk]:
+                    chunk: int = 16, fps: float = FPS) -> Iterator[CropChunk]:
     """Aligned crops of frames [span) of the generated video and the ground truth, ``chunk`` frames at a
     time; frames are decoded one by one, never a whole video at once."""
     start, end = span

@@ -24,32 +24,33 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data_prep import decode
 from eval.speed import random_checkpoint
 from src.inference.timeline import source_frames
+from src.media import decode
+from src.media.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
-TINY_RENDER = ("data.image_size=32", "model.net.e_geo.dim=16", "model.net.lip_attention.latent_size=[8,8]",
-               "model.net.face_attention.latent_size=[8,8]")
+TINY_RENDER = ("data.image_size=32", "model.net.e_geo.dim=16", "model.net.attention.lip_attention.latent_size=[8,8]",
+               "model.net.attention.face_attention.latent_size=[8,8]")
 
 
 def long_video(base: Path, out: Path, minutes: float) -> int:
     """Write ``base`` ping-ponged to ``minutes`` (H.264 ultrafast + AAC, its audio looped); -> frames."""
     frames = [f.image for f in decode.iter_frames(base)]  # one short clip in memory, ~50 MB
-    audio = decode.read_audio(base, 16000, n_frames=len(frames), fps=25.0)
+    audio = decode.read_audio(base, SAMPLE_RATE, n_frames=len(frames), fps=FPS)
     n = int(round(minutes * 60 * 25))
     h, w = frames[0].shape[:2]
     with av.open(str(out), "w") as container:
         video = container.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
         video.options = {"preset": "ultrafast", "crf": "20"}
-        sound = container.add_stream("aac", rate=16000)
+        sound = container.add_stream("aac", rate=SAMPLE_RATE)
         sound.layout = "mono"
         for k, r in enumerate(source_frames(n, len(frames))):
             container.mux(video.encode(av.VideoFrame.from_ndarray(frames[r], format="rgb24")))
             if k % len(frames) == 0:  # one clip's audio per clip length of video
                 chunk = audio[: min(len(audio), (n - k) * 640)][None].astype(np.float32)  # (1, samples)
                 sound_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                sound_frame.sample_rate, sound_frame.pts = 16000, k * 640
+                sound_frame.sample_rate, sound_frame.pts = SAMPLE_RATE, k * SAMPLES_PER_FRAME
                 container.mux(sound.encode(sound_frame))
         container.mux(video.encode(None))
         container.mux(sound.encode(None))
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         geometry, render = checkpoints(args, work)
         base = base_clip(work, args.size)
         print(f"# peak RSS of `python -m src.dub` on synthetic {args.size}x{args.size} videos (self-dub), "
-              f"extra args {args.dub_args!r}\n| minutes | frames | peak RSS MiB | seconds | exit |\n|---|---|---|---|---|")
+              f"extra args {args.dub_args!r}\n"
+              f"| minutes | frames | peak RSS MiB | seconds | exit |\n|---|---|---|---|---|")
         for minutes in args.minutes:
             video = work / f"long_{minutes:g}min.mp4"
             frames = long_video(base, video, minutes)

@@ -98,7 +98,8 @@ def _csim(ev: Evaluators, weights, scoring) -> None:
     if weights.get("arcface_onnx"):
         ev.csim = ArcFaceEmbedder(weights["arcface_onnx"])
     else:
-        ev.csim = build_facenet(weights["facenet_vggface2"], float(scoring.get("csim_face_fraction", 0.7))).to(ev.device)
+        ev.csim = build_facenet(weights["facenet_vggface2"],
+                                float(scoring.get("csim_face_fraction", 0.7))).to(ev.device)
     ev.variants["csim"] = ev.csim.variant
 
 

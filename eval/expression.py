@@ -1,4 +1,4 @@
-"""Expression-only vertices of a video for StyleSim (paper 4.2): the project's 3DMM fit (``data_prep.fit``,
+"""Expression-only vertices of a video for StyleSim (paper 4.2): the project's 3DMM fit (``src.geometry.fitting``,
 hybrid initialisation + Eq. 1-2 optimisation, one torch thread) on the MediaPipe landmarks of the 256x256
 crops, then ``Vtx_exp = M(0, beta_t, 0)`` of the face model as displacements from its mean face, in mm
 (``eval.shard_clips.expression_mm``: what the style encoder is trained on).
@@ -25,17 +25,16 @@ class ExpressionFitter:
     displacements from the mean face, mm."""
 
     def __init__(self, face_model: str = "procedural", fit_steps: int = 300) -> None:
-        from data_prep.fit import FitConfig
-        from src.geometry.face_models import shared_face_model
+        from src.geometry.fitting import FitConfig
+        from src.models.face_model import shared_face_model
 
         self.fm = shared_face_model(face_model)
         self.fit_cfg = replace(FitConfig(), steps=fit_steps, threads=1)
         self.face_model = face_model
 
     def __call__(self, landmarks: np.ndarray) -> torch.Tensor:
-        from data_prep.fit import fit_clip
-        from data_prep.process import fit_landmarks
         from eval.shard_clips import expression_mm
+        from src.geometry.fitting import fit_clip, fit_landmarks
 
         landmarks = np.asarray(landmarks, np.float32)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (478, 2):

@@ -26,6 +26,7 @@ from eval.metrics.image import PSNR, SSIM
 from eval.metrics.lmd import LMD, CropLandmarker
 from eval.metrics.lpips import LPIPSScore
 from eval.splits import Video
+from src.media.contract import SAMPLE_RATE
 
 GT = "GT"
 
@@ -75,7 +76,8 @@ def score_pair(gen_path: Path, gt: GroundTruth, ev: Evaluators, scoring: Mapping
         details = lmd.compute_details()
         row.update(lmd=details["lmd"], lmd_missing_gen=details["missing_gen"])
     if ev.sync is not None:
-        row.update(_sync(ev, np.concatenate(gen_crops), gt.audio(info.span, int(scoring.get("sample_rate", 16000)), fps)))
+        row.update(_sync(ev, np.concatenate(gen_crops),
+                         gt.audio(info.span, int(scoring.get("sample_rate", SAMPLE_RATE)), fps)))
     if ev.expression is not None:
         row["stylesim"] = _stylesim(ev, np.concatenate(gen_lmk), np.concatenate(gt_lmk), gt, info.span)
     return row

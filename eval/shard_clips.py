@@ -32,7 +32,8 @@ def face_model_spec(shards: str | Path) -> str:
     """The face-model spec the shards were built with (``index.json`` args; ``procedural`` by default)."""
     index = Path(shards) / "index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"{shards}: no index.json; build shards with `python -m data_prep.build --out {shards} ...`")
+        raise FileNotFoundError(f"{shards}: no index.json; build shards with "
+                                f"`python -m data_prep.build --out {shards} ...`")
     return str(json.loads(index.read_text()).get("args", {}).get("face_model", "procedural"))
 
 

@@ -69,7 +69,7 @@ def load_mesh(spec: str) -> Mesh:
     if spec.startswith("icosphere:"):
         verts, tris = icosphere(int(spec.partition(":")[2]))
         return Mesh(spec, verts, tris, (verts * 0.5 + 0.5).astype(np.float32))
-    from src.geometry.face_models import load_face_model
+    from src.models.face_model import load_face_model
 
     fm = load_face_model(spec)
     name = spec if len(spec) < 24 else spec.split(":")[0] + ":..." + spec[-16:]
@@ -195,14 +195,22 @@ def peak_mib(run: Callable[[], object], device: str) -> tuple[float, str]:
 def build_renderer(args: argparse.Namespace):
     """The paper's dual-attention renderer at args.size with width args.dim, random weights, eval mode; D_tex
     with the sampled-texture path (the configs' default) or latent-only (``--decoder latent``)."""
-    from src.models.renderer import (DualAttentionRenderer, FaceAttention, GeometryEncoder, LipAttention,
-                                     SampledTextureDecoder, TextureDecoder, TextureEncoder)
+    from src.models.renderer import (
+        DualAttentionFusion,
+        DualAttentionRenderer,
+        FaceAttention,
+        GeometryEncoder,
+        LipAttention,
+        SampledTextureDecoder,
+        TextureDecoder,
+        TextureEncoder,
+    )
 
     latent = (args.size // 4, args.size // 4)
     attention = dict(dim=args.dim, heads=args.heads, latent_size=latent, query_chunk=args.query_chunk)
     decoder = SampledTextureDecoder if args.decoder == "sampled" else TextureDecoder
-    return DualAttentionRenderer(GeometryEncoder(args.dim), TextureEncoder(args.dim), LipAttention(**attention),
-                                 FaceAttention(**attention), decoder(args.dim), mode="dual").eval()
+    fusion = DualAttentionFusion(LipAttention(**attention), FaceAttention(**attention))
+    return DualAttentionRenderer(GeometryEncoder(args.dim), TextureEncoder(args.dim), fusion, decoder(args.dim)).eval()
 
 
 def render_inputs(args: argparse.Namespace, n_lip: int, device: str) -> dict:
@@ -232,10 +240,12 @@ def render_setting(args: argparse.Namespace) -> dict:
         forward_mib, how = peak_mib(lambda: renderer(**batch), device)
         refs = {"lip": (batch["lip_ref_img"], batch["lip_ref_pncc"])}
         q_geo, ref_geo, ref_tex = renderer.encode(batch["tgt_pncc"], refs)
-        pixels = F.pixel_unshuffle(batch["lip_ref_img"], 4) if renderer.samples_rgb else None  # (B, N_l, 48, h, w)
-        lip_mib, _ = peak_mib(lambda: renderer.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels),
-                              device)
-        del q_geo, ref_geo, ref_tex, pixels
+        pixels = (F.pixel_unshuffle(batch["lip_ref_img"], 4)  # (B, N_l, 48, h, w)
+                  if renderer.d_tex.uses_sampled_rgb else None)
+        lip_attention = functools.partial(renderer.attention.lip_attention.sample, q_geo, ref_geo["lip"],
+                                          ref_tex["lip"], pixels)
+        lip_mib, _ = peak_mib(lip_attention, device)
+        del q_geo, ref_geo, ref_tex, pixels, lip_attention
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         fps = frames_per_second(lambda t: renderer(**batch), args.frames, sync) * args.batch
     return {"n_face": args.n_face, "n_lip": n_lip, "fps": fps, "forward_mib": forward_mib, "lip_attn_mib": lip_mib,
@@ -259,7 +269,8 @@ def run_render(args: argparse.Namespace) -> None:
     chunk = tokens if args.query_chunk is None else min(args.query_chunk, tokens)
     latent = f"{args.size // 4}x{args.size // 4}"
     print(f"# render {args.size}x{args.size} (latent {latent}, {tokens} tokens/frame), C={args.dim}, "
-          f"{args.heads} heads, query_chunk {chunk}, batch {args.batch}, N_f={args.n_face}, {args.decoder} D_tex, {args.device}, "
+          f"{args.heads} heads, query_chunk {chunk}, batch {args.batch}, N_f={args.n_face}, {args.decoder} D_tex, "
+          f"{args.device}, "
           f"SDPA {args.sdpa}; frames/s over {args.frames} no_grad forwards after one warm-up")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     rows = []
@@ -336,7 +347,8 @@ def dub_checkpoints(args: argparse.Namespace, work: str) -> tuple[str, str, str]
     found = demo / "geometry/checkpoints/last.ckpt", demo / "render/checkpoints/last.ckpt"
     if all(p.is_file() for p in found):
         return str(found[0]), str(found[1]), "outputs/demo (make demo)"
-    return (random_checkpoint("geometry_demo", f"{work}/geometry.ckpt"), random_checkpoint("render_demo", f"{work}/render.ckpt"),
+    return (random_checkpoint("geometry_demo", f"{work}/geometry.ckpt"),
+            random_checkpoint("render_demo", f"{work}/render.ckpt"),
             "demo experiments, random weights")
 
 
@@ -365,7 +377,7 @@ def run_dub(args: argparse.Namespace) -> None:
     import logging
     import tempfile
 
-    from src.inference import DubConfig, Dubber
+    from src.inference import Dubber, DubConfig
     from src.inference.timing import ANALYSIS_STAGES
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -395,7 +407,7 @@ def run_dub(args: argparse.Namespace) -> None:
 
 
 def decode_size(path: str) -> str:
-    from data_prep.decode import probe
+    from src.media.decode import probe
 
     info = probe(path)
     return f"{info.width}x{info.height}, {info.duration_s:.1f} s"

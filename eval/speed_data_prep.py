@@ -59,19 +59,22 @@ def synthetic_clip(work: Path, seconds: float, size: int) -> Path:
 
 def time_steps(path: Path, cfg) -> tuple[int, dict[str, StepTime]]:
     """Each step of one clip timed on its own (the previous step's output held in memory)."""
-    from data_prep import decode, quality
-    from data_prep.fit import fit_clip
-    from data_prep.process import SAMPLE_RATE, SegmentWriter, build_scorers, crop_landmarks, fit_landmarks
-    from data_prep.track import CROP_SIZE, crop_frame, track_video
-    from src.geometry.face_models import shared_face_model
+    from data_prep import quality
+    from data_prep.process import SegmentWriter, build_scorers
+    from src.geometry.fitting import fit_clip, fit_landmarks
+    from src.media import decode
+    from src.media.contract import CROP_SIZE, FPS, SAMPLE_RATE
+    from src.models.face_model import shared_face_model
+    from src.tracking.crops import crop_frame, crop_landmarks
+    from src.tracking.tracker import track_video
 
     fm = shared_face_model(cfg.face_model)
     times: dict[str, StepTime] = {}
     with timed(times, "decode"):
-        frames = [f.image for f in decode.iter_frames(path, 25.0)]
+        frames = [f.image for f in decode.iter_frames(path, FPS)]
     n = len(frames)
     with timed(times, "audio"):
-        decode.read_audio(path, SAMPLE_RATE, n_frames=n, fps=25.0)
+        decode.read_audio(path, SAMPLE_RATE, n_frames=n, fps=FPS)
     with timed(times, "track"):
         track = track_video(frames, cfg.track)
     if not track.segments:
@@ -86,7 +89,7 @@ def time_steps(path: Path, cfg) -> tuple[int, dict[str, StepTime]]:
     lmk = crop_landmarks(track, start, end)
     scorers = build_scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
     context = quality.ClipContext(face_size_px=track.boxes[start:end, 2] / cfg.track.box_scale, landmarks=lmk,
-                                  fps=25.0, crop_frames=np.asarray(shown) - start)
+                                  fps=FPS, crop_frames=np.asarray(shown) - start)
     with timed(times, "quality"):
         quality.score_clip(scorers, crops, context)
     with timed(times, "fit"):
@@ -101,7 +104,7 @@ def time_steps(path: Path, cfg) -> tuple[int, dict[str, StepTime]]:
 def time_end_to_end(path: Path, cfg) -> tuple[int, StepTime, dict]:
     from data_prep.process import process_clip
     from data_prep.sources import ClipSource
-    from src.geometry.face_models import shared_face_model
+    from src.models.face_model import shared_face_model
 
     clip = ClipSource(key=path.stem, path=path, speaker="speed", source="folder", meta={})
     times: dict[str, StepTime] = {}
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> None:
         path = Path(args.video) if args.video else synthetic_clip(Path(work), args.seconds, args.size)
         if not path.is_file():
             raise SystemExit(f"--video {path}: no such file")
-        from data_prep.decode import probe
+        from src.media.decode import probe
 
         info = probe(path)
         print(f"clip: {path.name}, {info.width}x{info.height}, {info.duration_s:.1f} s at {info.fps:.2f} fps; "

@@ -43,7 +43,7 @@ from eval.metrics.stylesim import video_embedding
 from eval.models.style_encoder import load_style_encoder
 from eval.shard_clips import check_face_model, expression_mm, face_model_spec, iter_samples, meta, npy, split_urls
 from eval.tsne import tsne
-from src.geometry.face_models import load_face_model
+from src.models.face_model import load_face_model
 
 
 @dataclass
@@ -80,7 +80,8 @@ def shard_clips(folder: Path, split: str, fm, spec: str, fit_videos: bool) -> li
         info = meta(sample)
         check_face_model(fm, info, spec)
         speaker, key = str(info["speaker"]), sample["__key__"]
-        clips.append(Clip(speaker, key, video=sample["mp4"]) if fit_videos else Clip(speaker, key, beta=npy(sample, "beta.npy")))
+        clips.append(Clip(speaker, key, video=sample["mp4"]) if fit_videos
+                     else Clip(speaker, key, beta=npy(sample, "beta.npy")))
     return clips
 
 
@@ -99,7 +100,8 @@ def folder_clips(folder: Path) -> list[Clip]:
             raise ValueError(f"{path}: no speaker: give a sidecar {sidecar.name} with a 'speaker' key, or put the "
                              f"clip in a sub-folder named after its speaker")
         name = str(path.relative_to(folder))
-        clips.append(Clip(speaker, name, beta=np.load(path)) if path.suffix == ".npy" else Clip(speaker, name, video=path))
+        clips.append(Clip(speaker, name, beta=np.load(path)) if path.suffix == ".npy"
+                     else Clip(speaker, name, video=path))
     return clips
 
 
@@ -113,12 +115,11 @@ def read_source(folder: Path, split: str, fm, spec: str, fit_videos: bool) -> li
 
 def fit_video(video: Path | bytes, fm) -> np.ndarray:
     """A face video (a file or mp4 bytes) -> (T, K_exp) expression coefficients: MediaPipe tracking
-    (data_prep.track) on its 25 fps frames, then the data_prep 3DMM fit on the landmarks (frames without a
-    face are filled by it)."""
-    from data_prep.decode import iter_frames
-    from data_prep.fit import FitConfig, fit_clip
-    from data_prep.process import fit_landmarks
-    from data_prep.track import TrackConfig, track_video
+    (src.tracking) on its 25 fps frames, then the project's 3DMM fit (src.geometry.fitting) on the landmarks
+    (frames without a face are filled by it)."""
+    from src.geometry.fitting import FitConfig, fit_clip, fit_landmarks
+    from src.media.decode import iter_frames
+    from src.tracking.tracker import TrackConfig, track_video
 
     if isinstance(video, bytes):
         with tempfile.TemporaryDirectory() as folder:
@@ -126,7 +127,7 @@ def fit_video(video: Path | bytes, fm) -> np.ndarray:
             path.write_bytes(video)
             return fit_video(path, fm)
     path = video
-    track = track_video(iter_frames(path, 25.0), TrackConfig())
+    track = track_video(iter_frames(path), TrackConfig())
     if track.found.sum() < 2:
         raise ValueError(f"{path}: a face was found in {int(track.found.sum())} frames; need >= 2 to fit")
     lmk, cfg = fit_landmarks(fm, np.nan_to_num(track.landmarks), FitConfig())

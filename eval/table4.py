@@ -97,7 +97,8 @@ def checkpoint_plan(args: argparse.Namespace, cfg) -> dict[str, tuple[str, str]]
         name, render = parse_pair(spec, "--checkpoints", "NAME=RENDER_CKPT")
         geometry = own.pop(name, default_geometry)
         if not geometry:
-            raise ValueError(f"--checkpoints {spec}: no stage-1 checkpoint (give --geometry or --geometry-for {name}=CKPT)")
+            raise ValueError(f"--checkpoints {spec}: no stage-1 checkpoint "
+                             f"(give --geometry or --geometry-for {name}=CKPT)")
         plan[name] = (resolve_path(geometry), resolve_path(render))
     if own:
         raise ValueError(f"--geometry-for names rows that have no --checkpoints: {sorted(own)}")

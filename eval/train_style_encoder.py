@@ -41,8 +41,17 @@ from tqdm import tqdm
 
 from eval.metrics.stylesim import video_embedding
 from eval.models.style_encoder import StyleEncoder, StyleEncoderConfig
-from eval.shard_clips import check_face_model, expression_mm, face_model_spec, has_split, iter_samples, meta, npy, split_urls
-from src.geometry.face_models import load_face_model
+from eval.shard_clips import (
+    check_face_model,
+    expression_mm,
+    face_model_spec,
+    has_split,
+    iter_samples,
+    meta,
+    npy,
+    split_urls,
+)
+from src.models.face_model import load_face_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -192,9 +201,10 @@ def save_checkpoint(path: Path, net: StyleEncoder, opt, step: int, args, metrics
 
 
 def build(args, fm) -> StyleEncoder:
-    config = StyleEncoderConfig(n_vertices=fm.n_vertices, vertex_index=tuple(style_vertices(fm, args.region, args.max_vertices)),
-                                face_model=fm.name, window=args.window, dim=args.dim, depth=args.depth, heads=args.heads,
-                                embed_dim=args.embed_dim)
+    config = StyleEncoderConfig(n_vertices=fm.n_vertices,
+                                vertex_index=tuple(style_vertices(fm, args.region, args.max_vertices)),
+                                face_model=fm.name, window=args.window, dim=args.dim, depth=args.depth,
+                                heads=args.heads, embed_dim=args.embed_dim)
     return StyleEncoder(config)
 
 

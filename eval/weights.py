@@ -34,7 +34,8 @@ WEIGHTS = {w.key: w for w in (
                "from ~/.cache/torch/hub/checkpoints/ after any pytorch-fid run with internet"),
     WeightFile("facenet_vggface2", "20180402-114759-vggface2.pt", "CSIM",
                "facenet-pytorch's VGGFace2 InceptionResnetV1 state dict (release v2.2.9 of timesler/facenet-pytorch), "
-               "or copy it from ~/.cache/torch/checkpoints/ after `InceptionResnetV1(pretrained='vggface2')` with internet"),
+               "or copy it from ~/.cache/torch/checkpoints/ after `InceptionResnetV1(pretrained='vggface2')` "
+               "with internet"),
     WeightFile("arcface_onnx", "w600k_r50.onnx", "CSIM (ArcFace variant)",
                "an ArcFace recognition model in ONNX with a 112x112 RGB input (e.g. w600k_r50.onnx of insightface's "
                "buffalo_l pack); optional: set weights.arcface_onnx or --weights arcface_onnx=PATH to use it for CSIM",
@@ -43,7 +44,8 @@ WEIGHTS = {w.key: w for w in (
                "the reference SyncNet of joonson/syncnet_python (its download_model.sh fetches data/syncnet_v2.model); "
                "for the synthetic split, our own SyncNet trained with `python -m eval.train_syncnet` (eval/README.md)"),
     WeightFile("style_encoder", "style_encoder.ckpt", "StyleSim",
-               "our speaking-style encoder, trained on shards with `python -m eval.train_style_encoder` (eval/README.md)"),
+               "our speaking-style encoder, trained on shards with `python -m eval.train_style_encoder` "
+               "(eval/README.md)"),
 )}
 METRIC_WEIGHTS = {"lpips": ("lpips_alex",), "fid": ("fid_inception",), "csim": ("facenet_vggface2",),
                   "sync": ("syncnet",), "stylesim": ("style_encoder",)}  # metrics without a file: ssim psnr lmd

@@ -1,4 +1,4 @@
-"""Dubbing entry: a reference video + a target audio -> the video lip-synced to the audio (DESIGN.md 6).
+"""Dubbing entry: a reference video + a target audio -> the video lip-synced to the audio (docs/design.md, "Dubbing").
 
     python -m src.dub --video REF.mp4 --audio TARGET.wav --out OUT.mp4 \
         --geometry-ckpt G.ckpt --render-ckpt R.ckpt [--face N] [--device cpu|cuda]
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from data_prep.decode import DecodeError
 from src.inference.audio import VadConfig
 from src.inference.batch import dub_batch, read_rows
 from src.inference.geometry import GeometryConfig
 from src.inference.paste import REGIONS, PasteConfig
-from src.inference.pipeline import DubConfig, Dubber, check_paths
+from src.inference.pipeline import Dubber, DubConfig, check_paths
 from src.inference.reference_analysis import AnalysisConfig, default_cache_dir
 from src.inference.render import RenderConfig
+from src.media.decode import DecodeError
 
 log = logging.getLogger("src.dub")
 
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     io.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="reference-analysis cache "
                     "(default %(default)s; $PERSONATALK_CACHE overrides)")
-    io.add_argument("--no-cache", action="store_true", help="analyse the reference without reading or writing the cache")
+    io.add_argument("--no-cache", action="store_true",
+                    help="analyse the reference without reading or writing the cache")
     io.add_argument("--no-synthetic-metadata", action="store_true",
                     help="do not tag the output as AI-generated (on by default, as the paper's ethics section asks)")
     io.add_argument("--save-masks", type=Path, metavar="DIR", help="write each output frame's paste mask as a PNG")
@@ -62,15 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pauses shorter than this (seconds) keep the mouth moving")
     q.add_argument("--mask-region", choices=REGIONS, default=PasteConfig.region,
                    help="face region replaced: the lower face (default) or the whole face")
-    q.add_argument("--crf", type=int, default=DubConfig.crf, help="x264 quality, 0 = lossless; the default 6 keeps untouched "
-                   "pixels > 45 dB PSNR from the input; 17-23 for smaller files")
+    q.add_argument("--crf", type=int, default=DubConfig.crf, help="x264 quality, 0 = lossless; the default 6 keeps "
+                   "untouched pixels > 45 dB PSNR from the input; 17-23 for smaller files")
     q.add_argument("--preset", default="fast", help="x264 preset (ultrafast ... veryslow)")
     q.add_argument("--chunk", type=int, default=DubConfig.chunk, help="output frames held in memory at once")
     q.add_argument("--render-batch", type=int, default=RenderConfig.batch, help="frames per stage-2 call")
     q.add_argument("--n-face", type=int, default=RenderConfig.n_face, help="face references N_f (Algorithm 1)")
     q.add_argument("--n-lip", type=int, default=AnalysisConfig.n_lip, help="lip references N_l (Algorithm 1)")
     q.add_argument("--geometry-window", type=int, default=GeometryConfig.window, help="frames per stage-1 call")
-    q.add_argument("--geometry-overlap", type=int, default=GeometryConfig.overlap, help="crossfaded frames between calls")
+    q.add_argument("--geometry-overlap", type=int, default=GeometryConfig.overlap,
+                   help="crossfaded frames between calls")
     q.add_argument("--fit-steps", type=int, default=AnalysisConfig.fit_steps, help="3DMM fit steps per window")
     return p
 

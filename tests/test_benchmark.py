@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from data_prep.decode import iter_frames, read_audio
 from data_prep.synthetic.video_io import write_mp4
 from eval import benchmark, table4
 from eval.evaluators import Evaluators
@@ -21,6 +20,7 @@ from eval.expression import ExpressionFitter
 from eval.generate import generate
 from eval.splits import folder_videos, hdtf_videos, match_generated, synthetic_videos
 from eval.weights import WEIGHTS, MissingWeightsError, check_weights
+from src.media.decode import iter_frames, read_audio
 
 FAST = ["--max-frames", "16", "--set", "scoring.fit_steps=20", "--device", "cpu"]
 
@@ -51,7 +51,8 @@ def synthetic(tmp_path_factory) -> dict:
     corpus = root / "corpus"
     generate(["--out", str(corpus), "--speakers", "2", "--clips-per-speaker", "1", "--seconds", "1", "--seed", "5",
               "--workers", "1", "--size", "256"])
-    clips = ["synthetic/" + "/".join(p.relative_to(corpus).with_suffix("").parts) for p in sorted(corpus.rglob("*.mp4"))]
+    clips = ["synthetic/" + "/".join(p.relative_to(corpus).with_suffix("").parts)
+             for p in sorted(corpus.rglob("*.mp4"))]
     shards = fake_shards(root / "shards", corpus, clips)
     videos = synthetic_videos(shards)
     blur = root / "methods" / "blur"
@@ -232,8 +233,8 @@ def test_table4_runs_each_ablation_into_one_table(synthetic, tmp_path, monkeypat
         (tmp_path / name).write_bytes(b"")
     args = ["--shards", str(synthetic["shards"]), "--geometry", str(tmp_path / "geometry.ckpt"),
             "--checkpoints", f"ours={tmp_path / 'ours.ckpt'}", "--checkpoints", f"w/o dual={tmp_path / 'single.ckpt'}",
-            "--out", str(tmp_path / "t4"), "--allow-missing", "--metrics", "ssim", "lpips", *no_weights_config(tmp_path),
-            *FAST]
+            "--out", str(tmp_path / "t4"), "--allow-missing", "--metrics", "ssim", "lpips",
+            *no_weights_config(tmp_path), *FAST]
     assert table4.main(args) == 0
     table = (tmp_path / "t4" / "table4.md").read_text()
     assert "| ours |" in table and "| w/o dual |" in table and "| GT |" in table

@@ -155,7 +155,8 @@ def test_real_hevc_and_silent_clips(tmp_path):
     for name in ("bytedance__LatentSync__demo1_video.mp4", "Weizhi-Zhong__IP_LAP__129.mp4"):
         (root / name).symlink_to(SHARED / "video" / name)
     out = tmp_path / "out"
-    assert build(["--source", "folder", "--root", str(root), "--out", str(out), "--workers", "1", "--fit-steps", "200"]) == 0
+    assert build(["--source", "folder", "--root", str(root), "--out", str(out), "--workers", "1",
+                  "--fit-steps", "200"]) == 0
     index = json.loads((out / "index.json").read_text())
     assert index["report"]["removed_by_reason"].get("no_audio") == 1
     assert index["report"]["clips_with_samples"] == 1 and not index["report"]["failed"]

@@ -1,8 +1,7 @@
-"""data_prep.sources (dataset layouts, speaker splits) and data_prep.decode (probe, constant-rate frames,
+"""data_prep.sources (dataset layouts, speaker splits) and src.media.decode (probe, constant-rate frames,
 aligned audio), on tiny videos written here and, when present, the real clips in ../shared/data/."""
 import json
 import struct
-import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from data_prep.decode import DecodeError, iter_frames, n_output_frames, probe, read_audio, rotate_upright
 from data_prep.sources import list_clips, speaker_split
 from data_prep.synthetic.video_io import write_mp4
+from src.media.decode import DecodeError, iter_frames, n_output_frames, probe, read_audio, rotate_upright
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TICKS = 90000  # video time base of the test writer: 1/90000 s

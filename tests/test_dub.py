@@ -15,20 +15,20 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep import decode
 from data_prep.synthetic.generate import main as generate
 from src.dub import main as dub_main
 from src.geometry.compose import compose_canonical
-from src.geometry.face_models import load_face_model
 from src.inference import pipeline
 from src.inference.audio import SAMPLES_PER_FRAME, VadConfig, voice_activity
 from src.inference.checkpoints import load_stage
-from src.inference.frames import FrameReader
 from src.inference.geometry import GeometryConfig, LowerFaceStream, StageOneInputs
-from src.inference.pipeline import DubConfig, Dubber
+from src.inference.pipeline import Dubber, DubConfig
 from src.inference.reference_analysis import AnalysisConfig, analyse_reference
 from src.inference.timeline import source_frames, window_weights, windows
 from src.inference.writer import SYNTHETIC_COMMENT, VideoWriter
+from src.media import decode
+from src.media.frames import FrameReader
+from src.models.face_model import load_face_model
 from src.utils.run_info import run_info
 from tests.conftest import GEOMETRY_TEST_OVERRIDES, RENDER_TEST_OVERRIDES, compose_config
 
@@ -204,7 +204,8 @@ def test_failed_run_leaves_no_output(first, media, dubber, tmp_path, monkeypatch
 
 
 def test_batch_csv(first, media, ckpts, tmp_path):
-    rows = ["video,audio,out,face", f"{media['ref']},{media['short']},a.mp4,0", f"{media['ref']},{media['short']},b/b.mp4,"]
+    rows = ["video,audio,out,face", f"{media['ref']},{media['short']},a.mp4,0",
+            f"{media['ref']},{media['short']},b/b.mp4,"]
     (tmp_path / "jobs.csv").write_text("\n".join(rows) + "\n")
     code = dub_main(["--batch", str(tmp_path / "jobs.csv"), "--geometry-ckpt", str(ckpts["geometry"]),
                      "--render-ckpt", str(ckpts["render"]), "--cache-dir", str(first["cfg"].cache_dir),
@@ -217,7 +218,8 @@ def test_batch_csv(first, media, ckpts, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--video", "missing.mp4", "--audio", "{short}", "--out", "o.mp4"], "--video missing.mp4: no such file"),
     (["--video", "{ref}", "--audio", "{short}", "--out", "o.avi"], "must be an .mp4"),
-    (["--video", "{ref}", "--audio", "{short}", "--out", "o.mp4", "--face", "9"], "--face must be an integer in [0, 3]"),
+    (["--video", "{ref}", "--audio", "{short}", "--out", "o.mp4", "--face", "9"],
+     "--face must be an integer in [0, 3]"),
     (["--video", "{ref}", "--audio", "{short}", "--out", "o.mp4"], "no geometry checkpoint: pass --geometry-ckpt"),
     (["--batch", "{bad_csv}"], "line 2: --video"),
     (["--batch", "{no_column_csv}"], "must name the columns video,audio,out"),
@@ -350,8 +352,8 @@ def test_demo_pair_picks_two_held_out_speakers(media, tmp_path):
     import json
     import tarfile
 
+    from data_prep.demo_pair import demo_pair
     from data_prep.sources import list_clips
-    from src.inference.demo_pair import demo_pair
 
     clips = list_clips("synthetic", media["root"] / "corpus")
     assert len({c.speaker for c in clips}) == 2
@@ -372,7 +374,8 @@ REAL_PAIRS = [  # (video, audio, insert black frames)
     ("KwaiVGI__LivePortrait__d12.mp4", "coqui-ai__TTS__LJ001-0001.wav", True),
     ("OpenTalker__SadTalker__WDA_KatieHill_000.mp4", "speechbrain__speechbrain__common_voice_fr_17299458.wav", False),
     ("OpenTalker__video-retalking__1.mp4", "openai__whisper__jfk.flac", False),  # 22.13 fps
-    ("bytedance__LatentSync__demo1_video.mp4", "speechbrain__speechbrain__common_voice_en_17299458.wav", False),  # 1080x1920 HEVC, small face
+    ("bytedance__LatentSync__demo1_video.mp4",  # 1080x1920 HEVC, small face
+     "speechbrain__speechbrain__common_voice_en_17299458.wav", False),
 ]
 
 

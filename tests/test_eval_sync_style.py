@@ -75,8 +75,13 @@ def _mfcc_by_the_formula(x: np.ndarray) -> np.ndarray:
     y[1:] = x[1:] - 0.97 * x[:-1]
     n_frames = 1 if len(y) <= 400 else 1 + math.ceil((len(y) - 400) / 160)
     y = np.concatenate([y, np.zeros((n_frames - 1) * 160 + 400 - len(y))])
-    mel = lambda f: 2595 * math.log10(1 + f / 700)
-    hz = lambda m: 700 * (10 ** (m / 2595) - 1)
+
+    def mel(f):
+        return 2595 * math.log10(1 + f / 700)
+
+    def hz(m):
+        return 700 * (10 ** (m / 2595) - 1)
+
     edges = [math.floor(513 * hz(mel(8000) * j / 27) / 16000) for j in range(28)]
     bank = np.zeros((26, 257))
     for j in range(26):
@@ -271,11 +276,12 @@ def style_checkpoint(synthetic_shards, tmp_path_factory):
 def _speaker_sequences(shards, fm) -> dict[str, torch.Tensor]:
     from eval.shard_clips import expression_mm, iter_samples, meta, npy, split_urls
 
-    return {meta(s)["speaker"]: expression_mm(fm, npy(s, "beta.npy")) for s in iter_samples(split_urls(shards, "train", "test"))}
+    return {meta(s)["speaker"]: expression_mm(fm, npy(s, "beta.npy"))
+            for s in iter_samples(split_urls(shards, "train", "test"))}
 
 
 def test_train_style_encoder_checkpoint_and_stylesim(style_checkpoint, synthetic_shards, one_torch_thread):
-    from src.geometry.face_models import load_face_model
+    from src.models.face_model import load_face_model
 
     state = torch.load(style_checkpoint, weights_only=True)
     assert state["step"] == 60 and "val/stylesim_same" in state["metrics"]
@@ -360,7 +366,8 @@ def test_trained_syncnet_recovers_the_offset_of_shifted_clips(tmp_path):
     generate(["--out", str(corpus), "--speakers", "10", "--clips-per-speaker", "2", "--seconds", "6", "--seed", "3",
               "--workers", "2"])
     assert build(["--source", "synthetic", "--root", str(corpus), "--out", str(shards), "--workers", "2",
-                  "--landmarks", "sidecar", "--fit-steps", "30", "--min-seconds", "1", "--val", "0.2", "--test", "0.2"]) == 0
+                  "--landmarks", "sidecar", "--fit-steps", "30", "--min-seconds", "1", "--val", "0.2",
+                  "--test", "0.2"]) == 0
     assert train(["--shards", str(shards), "--out", str(ckpt), "--steps", "300", "--runs-per-clip", "16",
                   "--workers", "1", "--no-progress"]) == 0
     net = load_syncnet(ckpt)

@@ -7,14 +7,15 @@ import scipy.io
 import torch
 
 from src.geometry import camera
-from src.geometry.face_models import PARTS, FaceModelData, load_face_model, load_face_model_data
+from src.geometry.face_models import PARTS, FaceModelData, load_face_model_data
 from src.geometry.face_models.bfm import load_bfm
 from src.geometry.face_models.ict import load_ict
 from src.geometry.face_models.procedural import EXP_NAMES, build_procedural
-from src.models.face_model import FaceModel
+from src.models.face_model import FaceModel, load_face_model
 
 ICT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "facemodel" / "ict"
-needs_ict = pytest.mark.skipif(not (ICT_DIR / "ict_facekit.npz").is_file(), reason=f"ICT-FaceKit test files absent ({ICT_DIR})")
+needs_ict = pytest.mark.skipif(not (ICT_DIR / "ict_facekit.npz").is_file(),
+                               reason=f"ICT-FaceKit test files absent ({ICT_DIR})")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,8 @@ def test_batched_construction_matches_per_frame_loop(fm):
         verts = fm.mean + fm.id_basis @ alpha[t] + fm.exp_basis @ beta[t]  # (L, 3)
         rot = camera.euler_to_matrix(pose[t, :3])
         rv = verts @ rot.T
-        screen = torch.stack([pose[t, 5] * rv[:, 0] + pose[t, 3], -pose[t, 5] * rv[:, 1] + pose[t, 4], pose[t, 5] * rv[:, 2]], 1)
+        screen = torch.stack([pose[t, 5] * rv[:, 0] + pose[t, 3], -pose[t, 5] * rv[:, 1] + pose[t, 4],
+                              pose[t, 5] * rv[:, 2]], 1)
         torch.testing.assert_close(batched[t], screen, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(fm.expression_vertices(beta), fm.shape(torch.zeros_like(alpha), beta))
     torch.testing.assert_close(fm.template_vertices(alpha), fm.shape(alpha, torch.zeros_like(beta)))
@@ -130,7 +132,8 @@ def test_ict_originals_agree_with_npz():
     np.testing.assert_allclose(from_obj.mean, from_npz.mean, atol=1e-5)
     assert np.array_equal(from_obj.triangles, from_npz.triangles) and np.array_equal(from_obj.lmk68, from_npz.lmk68)
     for j, name in enumerate(from_obj.exp_names):
-        np.testing.assert_allclose(from_obj.exp_basis[:, :, j], from_npz.exp_basis[:, :, from_npz.exp_names.index(name)], atol=1e-5)
+        np.testing.assert_allclose(from_obj.exp_basis[:, :, j],
+                                   from_npz.exp_basis[:, :, from_npz.exp_names.index(name)], atol=1e-5)
     np.testing.assert_allclose(from_obj.id_basis[:, :, 0], from_npz.id_basis[:, :, 0], atol=1e-5)
     with pytest.raises(FileNotFoundError, match="incomplete"):
         load_ict(ICT_DIR)
@@ -165,7 +168,8 @@ def test_bfm_reader_converts_one_based_indices(tmp_path):
     assert np.allclose(data.mean[5], centred[5], atol=1e-6)
     assert np.allclose(data.id_basis[5, 1], raw["idBase"][16], atol=1e-6)
     fm = load_face_model(f"bfm:{tmp_path / 'BFM_model_front.mat'}")
-    assert fm.posed_vertices(torch.zeros(2, 80), torch.zeros(2, 64), torch.tensor([[0, 0, 0, 64, 64, 20.0]] * 2)).shape == (2, 120, 3)
+    assert fm.posed_vertices(torch.zeros(2, 80), torch.zeros(2, 64),
+                             torch.tensor([[0, 0, 0, 64, 64, 20.0]] * 2)).shape == (2, 120, 3)
 
 
 def test_bfm_reader_rejects_zero_based_and_missing(tmp_path):

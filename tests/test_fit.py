@@ -1,4 +1,4 @@
-"""The hybrid 3DMM fit (data_prep.fit) on synthetic ground truth: a procedural face (identity ~ N(0, 1)),
+"""The hybrid 3DMM fit (src.geometry.fitting) on synthetic ground truth: a procedural face (identity ~ N(0, 1)),
 speech-driven expression tracks with blinks and brows, a smoothly drifting head at 256x256, its 478
 MediaPipe landmarks (and ICT-FaceKit's iBUG-68 when that file is present) with 0.5 px noise. These
 landmarks are the model's own vertices, so the fits here run without the detector calibration
@@ -13,15 +13,16 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from data_prep import fit
 from data_prep.synthetic import motion
 from data_prep.synthetic.phonemes import random_utterance
 from data_prep.synthetic.visemes import SpeakingStyle, mouth_tracks
-from data_prep import process
 from src.geometry import camera
-from src.geometry.face_models import landmark_calibration, load_face_model
+from src.geometry import fitting as fit
+from src.geometry import landmarks as landmark_sets
+from src.geometry.face_models import landmark_calibration
 from src.geometry.face_models.procedural import VERSION, build_procedural
-from src.models.face_model import FaceModel
+from src.metrics import fit as fit_error
+from src.models.face_model import FaceModel, load_face_model
 
 SIZE, FPS, NOISE_PX = 256, 25.0, 0.5
 ICT_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "facemodel" / "ict" / "ict_facekit.npz"
@@ -49,8 +50,9 @@ def synthetic_clip(fm, n_frames: int, seed: int, landmarks: str = "mp478") -> di
     scale = 0.17 * SIZE / np.linalg.norm(lmk68[36:42].mean(0) - lmk68[42:48].mean(0))  # as the corpus frames faces
     pose = motion.head_pose(n_frames, 1.0, scale, (SIZE / 2, SIZE / 2), rng)
     pose = gaussian_filter1d(pose, 3.0, axis=0, mode="nearest").astype(np.float32)  # real heads drift smoothly
-    screen = fm.posed_vertices(torch.from_numpy(alpha)[None].expand(n_frames, -1), torch.from_numpy(beta), torch.from_numpy(pose))
-    clean = screen[:, fit.landmark_indices(fm, landmarks), :2].numpy()
+    screen = fm.posed_vertices(torch.from_numpy(alpha)[None].expand(n_frames, -1), torch.from_numpy(beta),
+                               torch.from_numpy(pose))
+    clean = screen[:, landmark_sets.landmark_indices(fm, landmarks), :2].numpy()
     noisy = clean + rng.normal(0.0, NOISE_PX, clean.shape).astype(np.float32)
     return {"alpha": alpha, "beta": beta, "pose": pose, "clean": clean, "noisy": noisy}
 
@@ -58,14 +60,15 @@ def synthetic_clip(fm, n_frames: int, seed: int, landmarks: str = "mp478") -> di
 def reprojection_px(fm, coeffs, lmk: np.ndarray, landmarks: str = "mp478") -> float:
     n = len(coeffs.beta)
     screen = fm.posed_vertices(torch.as_tensor(coeffs.alpha)[None].expand(n, -1), coeffs.beta, coeffs.pose)
-    return float((screen[:, fit.landmark_indices(fm, landmarks), :2] - torch.from_numpy(lmk)).norm(dim=-1).mean())
+    return float((screen[:, landmark_sets.landmark_indices(fm, landmarks), :2]
+                  - torch.from_numpy(lmk)).norm(dim=-1).mean())
 
 
 def landmark_jitter_px(fm, coeffs, clean: np.ndarray, landmarks: str = "mp478") -> float:
     """Mean error of the fitted landmarks' frame-to-frame motion against the true motion, px."""
     n = len(coeffs.beta)
     screen = fm.posed_vertices(torch.as_tensor(coeffs.alpha)[None].expand(n, -1), coeffs.beta, coeffs.pose)
-    err = screen[:, fit.landmark_indices(fm, landmarks), :2].numpy() - clean  # (T, N, 2)
+    err = screen[:, landmark_sets.landmark_indices(fm, landmarks), :2].numpy() - clean  # (T, N, 2)
     return float(np.linalg.norm(err[1:] - err[:-1], axis=-1).mean())
 
 
@@ -78,7 +81,7 @@ def test_initialise_alone_is_reasonable(fm):
     clip = synthetic_clip(fm, 100, seed=1)
     init = fit.initialise(fm, clip["noisy"], EXACT)
     reproj = reprojection_px(fm, init, clip["noisy"])
-    err = fit.vertex_error_mm(fm, init.beta, clip["beta"])
+    err = fit_error.vertex_error_mm(fm, init.beta, clip["beta"])
     print(f"initialisation: reprojection {reproj:.2f} px, lower-face expression error {err:.2f} mm")
     assert reproj < 1.2
     assert err < 3.0
@@ -94,8 +97,8 @@ def test_fit_recovers_synthetic_truth_in_time(fm):
     start = time.perf_counter()
     res = fit.fit_clip(fm, clip["noisy"], EXACT, init=init)
     seconds = time.perf_counter() - start
-    eye = fit.eye_distance_mm(fm)
-    errors = {name: fit.vertex_error_mm(fm, c.beta, clip["beta"]) for name, c in (("init", init), ("fit", res))}
+    eye = fit_error.eye_distance_mm(fm)
+    errors = {name: fit_error.vertex_error_mm(fm, c.beta, clip["beta"]) for name, c in (("init", init), ("fit", res))}
     reproj = float(res.reproj_px.mean())
     print(f"150 frames, 478 landmarks, {fit.FitConfig().steps} steps on one thread: {seconds:.1f} s; reprojection "
           f"{reproj:.2f} px; lower-face expression error init {errors['init']:.2f} mm, fit {errors['fit']:.2f} mm "
@@ -119,7 +122,7 @@ def test_temporal_terms_reduce_jitter(fm):
             pose_err = res.pose.numpy() - clip["pose"]
             jitter[landmarks, name] = {"pose_mrad": np.abs(np.diff(pose_err[:, :3], axis=0)).mean() * 1e3,
                                        "landmark_px": landmark_jitter_px(fm, res, clip["clean"], landmarks),
-                                       "expression_mm": fit.expression_jitter_mm(fm, res.beta, clip["beta"])}
+                                       "expression_mm": fit_error.expression_jitter_mm(fm, res.beta, clip["beta"])}
     for (landmarks, name), values in jitter.items():
         print(f"{landmarks} {name} L_tempo: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
     for landmarks in ("mp478", "ibug68"):
@@ -162,8 +165,8 @@ def test_ict_fits_ibug68():
     clip = synthetic_clip(ict, 100, seed=6, landmarks="ibug68")
     cfg = fit.FitConfig(landmarks="ibug68", steps=400, w_exp=0.2)  # ICT blendshapes are strongly correlated
     res = fit.fit_clip(ict, clip["noisy"], cfg)
-    eye = fit.eye_distance_mm(ict)
-    err = fit.vertex_error_mm(ict, res.beta, clip["beta"])
+    eye = fit_error.eye_distance_mm(ict)
+    err = fit_error.vertex_error_mm(ict, res.beta, clip["beta"])
     print(f"ICT-FaceKit, iBUG-68: reprojection {float(res.reproj_px.mean()):.2f} px, lower-face expression error "
           f"{err:.2f} mm ({100 * err / eye:.1f}% of the {eye:.0f} mm eye distance), {res.seconds:.1f} s")
     assert float(res.reproj_px.mean()) < 1.0
@@ -198,7 +201,8 @@ def test_calibration_offset_is_applied_in_the_landmark_projection(fm, tmp_path):
     assert torch.equal(fit.landmark_offset(fm, cfg), torch.from_numpy(offset))
     calibrated, raw = fit.fit_clip(fm, detected, cfg), fit.fit_clip(fm, detected, exact(steps=200))
     projected = landmarks(calibrated.alpha, calibrated.beta, calibrated.pose, offset)
-    assert torch.allclose((projected - torch.from_numpy(detected)).norm(dim=-1).mean(-1), calibrated.reproj_px, atol=1e-3)
+    assert torch.allclose((projected - torch.from_numpy(detected)).norm(dim=-1).mean(-1), calibrated.reproj_px,
+                          atol=1e-3)
     reproj = {name: float(r.reproj_px.mean()) for name, r in (("calibrated", calibrated), ("raw", raw))}
     print(f"known offset: reprojection {reproj}")
     assert reproj["calibrated"] < 1.0 and reproj["raw"] > 1.5 * reproj["calibrated"]
@@ -247,8 +251,8 @@ def test_no_calibration_for_ict_and_bfm():
 def test_sidecar_landmarks_are_fitted_without_the_offset(fm):
     """data_prep.process: detections get the calibration, the synthetic sidecar's exact landmarks do not."""
     lmk = np.zeros((3, 478, 2), np.float32)
-    _, detected = process.fit_landmarks(fm, lmk, fit.FitConfig())
-    _, sidecar = process.fit_landmarks(fm, lmk, fit.FitConfig(), exact=True)
+    _, detected = fit.fit_landmarks(fm, lmk, fit.FitConfig())
+    _, sidecar = fit.fit_landmarks(fm, lmk, fit.FitConfig(), exact=True)
     assert detected.landmark_calibration == "auto" and bool(fit.landmark_offset(fm, detected).any())
     assert sidecar.landmark_calibration is None and not fit.landmark_offset(fm, sidecar).any()
 
@@ -264,7 +268,7 @@ def test_calibration_for_another_version_is_refused(fm, tmp_path, monkeypatch):
         fit.landmark_offset(fm, fit.FitConfig())
     # a file under this version's name whose content is for another version
     _save_calibration(tmp_path, zeros, face_model="procedural-v1", name=f"{VERSION}_mp478")
-    with pytest.raises(ValueError, match="re-run `python -m data_prep.calibrate_landmarks`"):
+    with pytest.raises(ValueError, match="re-run `make calibrate-landmarks`"):
         fit.landmark_offset(fm, fit.FitConfig())
     wrong_set = _save_calibration(tmp_path, zeros[:68], landmarks="ibug68", name="ibug")
     with pytest.raises(ValueError, match="landmarks='ibug68'"):

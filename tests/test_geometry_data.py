@@ -11,8 +11,8 @@ import webdataset as wds
 
 from src.data.geometry_datamodule import GeometryDataModule, reference_span
 from src.geometry.compose import compose_canonical
-from src.geometry.face_models import shared_face_model
 from src.metrics.geometry import SpeakerAmplitude, lip_vertex_error
+from src.models.face_model import shared_face_model
 
 
 def _shard_audio(shards) -> dict[str, np.ndarray]:

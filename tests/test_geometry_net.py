@@ -8,6 +8,7 @@ from transformers import HubertConfig, HubertModel
 
 from src.models.geometry import (
     AudioEncoder,
+    AudioQueryInjection,
     StyleAwareGeometry,
     StyleEncoder,
     StyleInjection,
@@ -32,13 +33,13 @@ def e_aud(**kwargs) -> AudioEncoder:
     return AudioEncoder(D, config={**TINY_HUBERT, **kwargs.pop("config", {})}, **kwargs)
 
 
-def build(style: bool = True, mode: str = "style_query", freeze: bool = False) -> StyleAwareGeometry:
+def build(style: bool = True, injection: type = StyleInjection, freeze: bool = False) -> StyleAwareGeometry:
     torch.manual_seed(0)
     return StyleAwareGeometry(
         e_aud=e_aud(freeze_feature_encoder=freeze),
         e_vtx=VertexEncoder(L, D, hidden=16, input_scale=0.1),
         style_encoder=StyleEncoder(D) if style else None,
-        style_injection=StyleInjection(D, heads=2, mode=mode) if style else None,
+        style_injection=injection(D, heads=2) if style else None,
         template_driving=TemplateDriving(D, heads=2),
         temporal=TemporalSelfAttention(D, depth=2, heads=2),
         d_vtx=VertexDecoder(D, N_LOWER, hidden=16),
@@ -61,9 +62,9 @@ def unfreeze_decoder(net: StyleAwareGeometry) -> None:
 
 
 @pytest.mark.parametrize("t", [1, 7, 61])
-@pytest.mark.parametrize("mode", ["style_query", "audio_query"])
-def test_shapes_any_length(t, mode):
-    net = build(mode=mode).eval()
+@pytest.mark.parametrize("injection", [StyleInjection, AudioQueryInjection])
+def test_shapes_any_length(t, injection):
+    net = build(injection=injection).eval()
     with torch.no_grad():
         out = net(**batch(b=2, t=t, t_ref=4))
     assert out.shape == (2, t, N_LOWER, 3)

@@ -6,8 +6,17 @@ import torch
 
 from src.geometry.rasterizer import interpolate, rasterize
 from src.geometry.rasterizer_torch import interpolate_torch, rasterize_torch
-from src.geometry.render import (Light, icosphere, render_mask, render_mask_torch, render_pncc,
-                                 render_pncc_torch, render_shaded, vertex_normals, vertex_normals_torch)
+from src.geometry.render import (
+    Light,
+    icosphere,
+    render_mask,
+    render_mask_torch,
+    render_pncc,
+    render_pncc_torch,
+    render_shaded,
+    vertex_normals,
+    vertex_normals_torch,
+)
 
 
 def _both(verts: np.ndarray, tris: np.ndarray, height: int, width: int, **kw):

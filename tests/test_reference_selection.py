@@ -1,4 +1,4 @@
-"""Algorithm 1 reference selection (src/data/reference_selection.py): the DESIGN.md 5 formulas on
+"""Algorithm 1 reference selection (src/data/reference_selection.py): the formulas of docs/design.md, "Stage 2" on
 hand-computed examples, ranges over whole clips, the edges (i = 0, i = T - 1, T < n), and bad input."""
 import numpy as np
 import pytest

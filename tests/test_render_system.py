@@ -2,7 +2,6 @@
 baseline mean what they say, the optional PatchGAN trains, and 2-process DDP runs."""
 import hydra
 import numpy as np
-import pytest
 import torch
 
 from src.data.render_datamodule import RenderDataModule, eval_references
@@ -42,7 +41,8 @@ def test_items_are_aligned(synthetic_shards):
 
 def test_nearest_reference_and_psnr():
     g = torch.Generator().manual_seed(0)
-    batch = {k: torch.rand(2, 3, 3, 8, 8, generator=g) for k in ("face_ref_img", "face_ref_pncc", "lip_ref_img", "lip_ref_pncc")}
+    batch = {k: torch.rand(2, 3, 3, 8, 8, generator=g)
+             for k in ("face_ref_img", "face_ref_pncc", "lip_ref_img", "lip_ref_pncc")}
     batch["tgt_pncc"] = batch["lip_ref_pncc"][:, 1].clone()
     assert torch.equal(nearest_reference(batch), batch["lip_ref_img"][:, 1])
     image = torch.rand(2, 3, 8, 8, generator=g)

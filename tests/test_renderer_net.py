@@ -1,4 +1,4 @@
-"""Stage-2 network (src/models/renderer): shapes for every mode and any number of references, chunked
+"""Stage-2 network (src/models/renderer): shapes for every attention variant and any number of references, chunked
 attention against the plain formula, the never-the-full-score-matrix property, Eq. 4 fusion, gradient
 flow, permutation invariance of the reference set, and clear errors."""
 import math
@@ -9,16 +9,20 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from src.models.renderer import (
-    MODES,
+    DualAttentionFusion,
     DualAttentionRenderer,
     FaceAttention,
+    FaceAttentionOnly,
     GeometryEncoder,
     LipAttention,
+    LipAttentionOnly,
     ReferenceAttention,
+    SingleAttention,
     TextureDecoder,
     TextureEncoder,
 )
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
+from src.models.renderer.slot_code import SlotCode
 
 C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
 LATENT = (S // 4, S // 4)
@@ -28,17 +32,23 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DECODERS = {"latent": TextureDecoder, "sampled": SampledTextureDecoder}
+# the attention variants (experiments/model/net/attention/), each from the width, heads and query chunk
+VARIANTS = {
+    "dual": lambda *a: DualAttentionFusion(LipAttention(C, HEADS, LATENT, *a), FaceAttention(C, HEADS, LATENT, *a)),
+    "single": lambda *a: SingleAttention(ReferenceAttention(C, HEADS, LATENT, *a)),
+    "lip_only": lambda *a: LipAttentionOnly(LipAttention(C, HEADS, LATENT, *a)),
+    "face_only": lambda *a: FaceAttentionOnly(FaceAttention(C, HEADS, LATENT, *a)),
+}
 
 
-def build(mode: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0,
+def build(variant: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0,
           decoder: str = "latent") -> DualAttentionRenderer:
     torch.manual_seed(seed)
-    lip = LipAttention(C, HEADS, LATENT, query_chunk) if mode in ("dual", "no_face") else None
-    face = FaceAttention(C, HEADS, LATENT, query_chunk) if mode != "no_face" else None
+    attention = VARIANTS[variant](query_chunk)
     d_tex = DECODERS[decoder](C, depth=depth)
     if decoder == "sampled":  # as after some training: the zero-initialised head would block every gradient
         torch.nn.init.normal_(d_tex.to_rgb.weight, std=0.1)
-    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), lip, face, d_tex, mode)
+    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), attention, d_tex)
 
 
 def inputs(b: int = 2, n_face: int = 3, n_lip: int = 4, size: int | tuple[int, int] = S, seed: int = 0) -> dict:
@@ -85,7 +95,7 @@ def test_decoder_shape_range_and_depth():
 def reference_attention(attn: ReferenceAttention, q_geo, ref_geo, ref_tex) -> torch.Tensor:
     """The formula written out with an explicit score matrix, no SDPA, no chunks."""
     b, n, c, h, w = ref_geo.shape
-    pos = attn.positional(h, w)  # (1, h*w, C)
+    pos = attn.position(h, w)  # (1, h*w, C)
     q = attn.to_q(attn.norm_geo(q_geo.flatten(2).transpose(1, 2)) + pos)  # (B, h*w, C)
     k = attn.to_k(attn.norm_geo(ref_geo.flatten(3).transpose(2, 3)) + pos[:, None]).reshape(b, n * h * w, c)
     v = attn.to_v(ref_tex.flatten(3).transpose(2, 3).reshape(b, n * h * w, c))  # (B, N*h*w, C)
@@ -147,19 +157,19 @@ def test_checkpointed_chunks_give_the_same_gradients():
 
 def test_positional_embedding_resizes_to_other_latent_sizes():
     attn = ReferenceAttention(C, HEADS, latent_size=(8, 8))
-    assert torch.equal(attn.positional(8, 8), attn.pos.flatten(2).transpose(1, 2))  # configured size: as is
-    assert attn.positional(16, 16).shape == (1, 256, C) and attn.positional(4, 6).shape == (1, 24, C)
+    assert torch.equal(attn.position(8, 8), attn.position.weight.flatten(2).transpose(1, 2))  # configured size: as is
+    assert attn.position(16, 16).shape == (1, 256, C) and attn.position(4, 6).shape == (1, 24, C)
     out = attn(torch.randn(1, C, 16, 16), torch.randn(1, 2, C, 16, 16), torch.randn(1, 2, C, 16, 16))
     assert out.shape == (1, C, 16, 16)
 
 
-def test_reference_set_is_order_invariant_without_frame_embedding():
+def test_reference_set_is_order_invariant_without_a_slot_code():
     torch.manual_seed(0)
     q_geo, ref_geo, ref_tex = torch.randn(1, C, 8, 8), torch.randn(1, 4, C, 8, 8), torch.randn(1, 4, C, 8, 8)
     perm = torch.tensor([2, 0, 3, 1])
     as_set = ReferenceAttention(C, HEADS, LATENT)
     torch.testing.assert_close(as_set(q_geo, ref_geo, ref_tex), as_set(q_geo, ref_geo[:, perm], ref_tex[:, perm]))
-    ordered = ReferenceAttention(C, HEADS, LATENT, frame_embedding="sinusoidal")
+    ordered = ReferenceAttention(C, HEADS, LATENT, slot_code=SlotCode(C))
     assert not torch.allclose(ordered(q_geo, ref_geo, ref_tex), ordered(q_geo, ref_geo[:, perm], ref_tex[:, perm]))
     assert ordered(q_geo, torch.randn(1, 40, C, 8, 8), torch.randn(1, 40, C, 8, 8)).shape == (1, C, 8, 8)
 
@@ -174,8 +184,10 @@ def test_attention_bad_input():
         attn(torch.randn(1, 8, 8, 8), torch.randn(1, 2, C, 8, 8), torch.randn(1, 2, C, 8, 8))
     with pytest.raises(ValueError, match="FaceAttention: dim .15. must be divisible by heads"):
         FaceAttention(15, 2)
-    with pytest.raises(ValueError, match="frame_embedding must be one of"):
-        FaceAttention(C, frame_embedding="learned")
+    with pytest.raises(ValueError, match="slot_code has width 8, the attention 16"):
+        FaceAttention(C, slot_code=SlotCode(8))
+    with pytest.raises(ValueError, match="pos_init must be one of"):
+        FaceAttention(C, pos_init="learned")
     with pytest.raises(ValueError, match="query_chunk must be a positive"):
         FaceAttention(C, query_chunk=0)
 
@@ -184,10 +196,10 @@ def test_attention_bad_input():
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("n_face, n_lip", [(1, 1), (2, 3), (5, 25)])  # the last: inference counts > training
-def test_renderer_shapes(mode, n_face, n_lip, decoder):
-    out = build(mode, decoder=decoder)(**inputs(n_face=n_face, n_lip=n_lip))
+def test_renderer_shapes(variant, n_face, n_lip, decoder):
+    out = build(variant, decoder=decoder)(**inputs(n_face=n_face, n_lip=n_lip))
     assert out.shape == (2, 3, S, S) and out.min() >= 0 and out.max() <= 1
 
 
@@ -198,9 +210,9 @@ def test_renderer_other_resolutions_share_weights():
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("mode", MODES)
-def test_gradients_reach_every_parameter(mode, decoder):
-    renderer = build(mode, depth=3, decoder=decoder)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_reach_every_parameter(variant, decoder):
+    renderer = build(variant, depth=3, decoder=decoder)
     batch = inputs(n_face=2, n_lip=3)
     batch["tgt_lip_mask"] = torch.rand_like(batch["tgt_lip_mask"])  # soft mask: both attentions matter
     renderer(**batch).square().mean().backward()
@@ -235,7 +247,7 @@ def test_sampled_pixels_are_the_attention_weights_times_the_reference_patches():
     latent, sampled = attn.sample(q_geo, ref[0], ref[1], pixels)
     torch.testing.assert_close(latent, reference_attention(attn, q_geo, ref[0], ref[1]), atol=1e-5, rtol=1e-5)
     b, n, c, h, w = ref[0].shape
-    pos = attn.positional(h, w)
+    pos = attn.position(h, w)
     q = attn.to_q(attn.norm_geo(q_geo.flatten(2).transpose(1, 2)) + pos)  # (B, h*w, C)
     k = attn.to_k(attn.norm_geo(ref[0].flatten(3).transpose(2, 3)) + pos[:, None]).reshape(b, n * h * w, c)
     q, k = (x.reshape(b, x.shape[1], HEADS, c // HEADS).transpose(1, 2) for x in (q, k))  # (B, nh, t, e)
@@ -253,19 +265,21 @@ def test_sampled_decoder_starts_as_a_copy_of_aligned_references():
     untrained renderer returns that frame (the latent-only decoder returns a blur of random features)."""
     torch.manual_seed(0)
     lip, face = (cls(C, HEADS, LATENT, pos_scale=400.0) for cls in (LipAttention, FaceAttention))
-    renderer = DualAttentionRenderer(GeometryEncoder(C), TextureEncoder(C), lip, face, SampledTextureDecoder(C))
+    renderer = DualAttentionRenderer(GeometryEncoder(C), TextureEncoder(C), DualAttentionFusion(lip, face),
+                                     SampledTextureDecoder(C))
     batch = inputs(b=1, n_face=3, n_lip=4)
     frame, pncc = batch["face_ref_img"][:, :1], batch["tgt_pncc"][:, None]
     for kind, n in (("face", 3), ("lip", 4)):
-        batch[f"{kind}_ref_img"], batch[f"{kind}_ref_pncc"] = frame.expand(-1, n, -1, -1, -1), pncc.expand(-1, n, -1, -1, -1)
+        batch[f"{kind}_ref_img"], batch[f"{kind}_ref_pncc"] = (frame.expand(-1, n, -1, -1, -1),
+                                                               pncc.expand(-1, n, -1, -1, -1))
     with torch.no_grad():
         torch.testing.assert_close(renderer(**batch), frame[:, 0], atol=2e-3, rtol=0)
 
 
 def test_unused_references_may_be_none():
     batch = inputs()
-    assert build("no_face")(**dict(batch, face_ref_img=None, face_ref_pncc=None, tgt_lip_mask=None)).shape[1] == 3
-    assert build("no_lip")(**dict(batch, lip_ref_img=None, lip_ref_pncc=None)).shape[1] == 3
+    assert build("lip_only")(**dict(batch, face_ref_img=None, face_ref_pncc=None, tgt_lip_mask=None)).shape[1] == 3
+    assert build("face_only")(**dict(batch, lip_ref_img=None, lip_ref_pncc=None, tgt_lip_mask=None)).shape[1] == 3
 
 
 def test_single_attention_attends_to_face_and_lip_references_together():
@@ -277,19 +291,26 @@ def test_single_attention_attends_to_face_and_lip_references_together():
             assert not torch.allclose(renderer(**dict(batch, **{name: torch.rand_like(batch[name])})), out)
 
 
+def test_each_variant_reads_only_the_references_it_uses():
+    """A variant is a module: the flags it declares are what the renderer validates and feeds."""
+    flags = {name: (VARIANTS[name]().uses_face_refs, VARIANTS[name]().uses_lip_refs, VARIANTS[name]().needs_lip_mask)
+             for name in VARIANTS}
+    assert flags == {"dual": (True, True, True), "single": (True, True, False), "lip_only": (False, True, False),
+                     "face_only": (True, False, False)}
+    batch = inputs()
+    with torch.no_grad():
+        out = build("face_only")(**batch)
+        torch.testing.assert_close(build("face_only")(**dict(batch, lip_ref_img=torch.rand_like(batch["lip_ref_img"]))),
+                                   out, atol=0, rtol=0)
+
+
 def test_renderer_construction_errors():
     enc = dict(e_geo=GeometryEncoder(C), e_tex=TextureEncoder(C), d_tex=TextureDecoder(C))
     lip, face = LipAttention(C, HEADS, LATENT), FaceAttention(C, HEADS, LATENT)
-    with pytest.raises(ValueError, match="'dual' uses lip_attention and face_attention; lip_attention must be given"):
-        DualAttentionRenderer(**enc, lip_attention=None, face_attention=face, mode="dual")
-    with pytest.raises(ValueError, match="mode 'single' uses face_attention; lip_attention must be None"):
-        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="single")
-    with pytest.raises(ValueError, match="face_attention must be None"):
-        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="no_face")
-    with pytest.raises(ValueError, match="mode must be one of"):
-        DualAttentionRenderer(**enc, lip_attention=lip, face_attention=face, mode="triple")
     with pytest.raises(ValueError, match="the same width C"):
-        DualAttentionRenderer(**dict(enc, d_tex=TextureDecoder(2 * C)), lip_attention=lip, face_attention=face)
+        DualAttentionRenderer(**dict(enc, d_tex=TextureDecoder(2 * C)), attention=DualAttentionFusion(lip, face))
+    with pytest.raises(ValueError, match="lip_attention and face_attention need the same width"):
+        DualAttentionFusion(lip, FaceAttention(2 * C, HEADS, LATENT))
 
 
 def test_renderer_input_errors():

@@ -14,9 +14,10 @@ from data_prep.synthetic.persona import Persona
 from data_prep.synthetic.phonemes import random_utterance
 from data_prep.synthetic.video_io import read_mp4
 from data_prep.synthetic.visemes import mouth_tracks
-from src.geometry.face_models import load_face_model
+from src.models.face_model import load_face_model
 
-ARGS = ["--speakers", "2", "--clips-per-speaker", "1", "--seconds", "2", "--seed", "0", "--size", "256", "--workers", "1"]
+ARGS = ["--speakers", "2", "--clips-per-speaker", "1", "--seconds", "2", "--seed", "0", "--size", "256",
+        "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def test_rerun_skips_and_fresh_run_is_identical(corpus, tmp_path, capsys):
     assert "0 generated, 2 already there" in capsys.readouterr().out
     assert generate(["--out", str(tmp_path), *ARGS]) == 0
     for a, b in zip(_clips(corpus), _clips(tmp_path)):
-        assert filecmp.cmp(a, b, shallow=False) and filecmp.cmp(a.with_suffix(".json"), b.with_suffix(".json"), shallow=False)
+        assert (filecmp.cmp(a, b, shallow=False)
+                and filecmp.cmp(a.with_suffix(".json"), b.with_suffix(".json"), shallow=False))
 
 
 def test_mouth_opening_follows_the_audio(corpus):

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from src.train import train
 from src.utils.metrics import LastValidatedStep, metric_value
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "experiments"
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -110,7 +111,8 @@ def test_a_run_that_stops_between_periodic_saves_saves_its_last_step(make_config
     assert checkpoint_names(tmp_path / "first") == ["last.ckpt", "step_0000004.ckpt", "step_0000006.ckpt"]
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
-    _, objects = train(make_config(*SHORT_RUN, "trainer.max_steps=9", "test=false", f"ckpt_path='{last}'", run="second"))
+    _, objects = train(make_config(*SHORT_RUN, "trainer.max_steps=9", "test=false", f"ckpt_path='{last}'",
+                                   run="second"))
     assert objects["trainer"].global_step == 9
     assert checkpoint_names(tmp_path / "second") == ["last.ckpt", "step_0000008.ckpt", "step_0000009.ckpt"]
 
@@ -126,7 +128,8 @@ def test_a_run_that_stops_between_validations_validates_its_final_weights(max_st
     expected = objects["trainer"].validate(objects["system"], datamodule=objects["datamodule"], verbose=False)
     assert metrics["val/loss"] == pytest.approx(expected[0]["val/loss"])
     # the same run resumed after it finished: fit does nothing, the metrics still come
-    again, _ = train(make_config(*SHORT_RUN, f"trainer.max_steps={max_steps}", "test=false", "ckpt_path=last", run="first"))
+    again, _ = train(make_config(*SHORT_RUN, f"trainer.max_steps={max_steps}", "test=false", "ckpt_path=last",
+                                 run="first"))
     assert again["val/loss"] == pytest.approx(expected[0]["val/loss"])
 
 

@@ -44,7 +44,8 @@ def paint_texture(uv: np.ndarray, appearance: Appearance) -> np.ndarray:
 
 
 def _skin_field(rng: np.random.Generator, skin: np.ndarray) -> np.ndarray:
-    low = np.asarray(Image.fromarray(_to_u8(rng.random((16, 16, 3)))).resize((ATLAS, ATLAS), Image.BICUBIC), np.float32) / 255
+    low = np.asarray(Image.fromarray(_to_u8(rng.random((16, 16, 3)))).resize((ATLAS, ATLAS), Image.BICUBIC),
+                     np.float32) / 255
     high = rng.standard_normal((ATLAS, ATLAS, 1)).astype(np.float32)
     return np.clip(skin * (1.0 + 0.08 * (low - 0.5)) + 0.015 * high, 0, 1)
 

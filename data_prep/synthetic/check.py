@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     report = detection_report(args.root, args.every)
     print(f"face found on {report['detected']}/{report['frames']} frames ({100 * report['rate']:.1f}%)")
     if "error_px" in report:
-        print("landmark error vs ground truth (px): " + ", ".join(f"{k} {v:.2f}" for k, v in report["error_px"].items()))
+        print("landmark error vs ground truth (px): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in report["error_px"].items()))
     return 0
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-FPS = 25
-SAMPLE_RATE = 16000
+from src.media.contract import FPS, SAMPLE_RATE
+
 _ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 
 
@@ -152,8 +152,7 @@ def generate_clip(job: ClipJob) -> dict:
     from data_prep.synthetic.speech import synthesize
     from data_prep.synthetic.video_io import write_mp4
     from data_prep.synthetic.visemes import mouth_tracks
-
-    from src.geometry.face_models import shared_face_model
+    from src.models.face_model import shared_face_model
 
     fm = shared_face_model(job.face_model)
     persona = Persona.sample(job.speaker_id, fm.n_id, np.random.default_rng([job.seed, job.speaker]))
@@ -205,7 +204,8 @@ def _sidecar(job, fm, persona, events, channels, beta, pose, screen, opening, n_
         "clip": str(job.stem.relative_to(job.out)), "speaker": job.speaker_id, "video_id": job.video_id,
         "fps": FPS, "n_frames": int(len(beta)), "sample_rate": SAMPLE_RATE, "n_samples": int(n_samples),
         "size": [job.size, job.size], "seed": [job.seed, job.speaker, job.clip],
-        "face_model": fm.name, "exp_names": fm.exp_names, "pose_convention": "pitch,yaw,roll (rad), tx,ty (px), scale (px/unit)",
+        "face_model": fm.name, "exp_names": fm.exp_names,
+        "pose_convention": "pitch,yaw,roll (rad), tx,ty (px), scale (px/unit)",
         "alpha": persona.alpha.round(5).tolist(),
         "beta": beta.round(5).tolist(),
         "channels": {k: np.asarray(v).round(4).tolist() for k, v in channels.items()},

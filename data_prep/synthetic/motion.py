@@ -20,7 +20,8 @@ ICT_CHANNELS = {
     "smile_L": [("mouthSmile_L", 1.0)], "smile_R": [("mouthSmile_R", 1.0)], "mouth_shift": [("mouthLeft", 1.0)],
     "cheek_puff": [("cheekPuff_L", 1.0), ("cheekPuff_R", 1.0)], "blink_L": [("eyeBlink_L", 1.0)],
     "blink_R": [("eyeBlink_R", 1.0)], "brow_raise_L": [("browOuterUp_L", 1.0), ("browInnerUp_L", 0.5)],
-    "brow_raise_R": [("browOuterUp_R", 1.0), ("browInnerUp_R", 0.5)], "brow_furrow": [("browDown_L", 1.0), ("browDown_R", 1.0)],
+    "brow_raise_R": [("browOuterUp_R", 1.0), ("browInnerUp_R", 0.5)],
+    "brow_furrow": [("browDown_L", 1.0), ("browDown_R", 1.0)],
 }
 
 
@@ -75,7 +76,8 @@ def ou_process(n: int, sigma: float, tau_frames: float, rng: np.random.Generator
     return out.astype(np.float32)
 
 
-def head_pose(n: int, motion: float, base_scale: float, centre: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+def head_pose(n: int, motion: float, base_scale: float, centre: tuple[float, float],
+              rng: np.random.Generator) -> np.ndarray:
     """(T, 6) pose (pitch, yaw, roll, tx, ty, scale): small drifts around a per-clip resting pose."""
     rest = rng.normal(0, [0.06, 0.12, 0.04])
     angles = np.stack([ou_process(n, s * motion, 40.0, rng) for s in (0.05, 0.09, 0.03)], 1) + rest

@@ -34,6 +34,7 @@ from scipy.ndimage import uniform_filter1d
 from scipy.signal import butter, sosfilt
 
 from data_prep.synthetic.phonemes import PHONEMES, RELEASE_FRACTION, PhonemeEvent, check_events
+from src.media.contract import SAMPLE_RATE
 
 _HOP_S = 0.005  # formant filter update interval
 _RAMP_S = 0.006  # attack / release of the source gains
@@ -84,7 +85,7 @@ class Voice:
         return asdict(self)
 
 
-def synthesize(events: list[PhonemeEvent], voice: Voice, sample_rate: int = 16000,
+def synthesize(events: list[PhonemeEvent], voice: Voice, sample_rate: int = SAMPLE_RATE,
                rng: np.random.Generator | None = None) -> np.ndarray:
     """Render events as mono float32 audio of round(events[-1].end_s * sample_rate) samples.
 

@@ -32,6 +32,7 @@ from data_prep.synthetic.phonemes import (
     PhonemeEvent,
     check_events,
 )
+from src.media.contract import FPS
 
 STYLE_CHANNELS = ("smile_L", "smile_R", "mouth_shift")
 TRACK_CHANNELS = CHANNELS + STYLE_CHANNELS
@@ -79,7 +80,7 @@ class SpeakingStyle:
         return asdict(self)
 
 
-def mouth_tracks(events: list[PhonemeEvent], style: SpeakingStyle, fps: float = 25.0,
+def mouth_tracks(events: list[PhonemeEvent], style: SpeakingStyle, fps: float = FPS,
                  n_frames: int | None = None) -> dict[str, np.ndarray]:
     """Per-frame values of TRACK_CHANNELS, each (T,) float32.
 

@@ -1,7 +1,7 @@
 """LMD (paper 4.2, lip sync; Guan et al. 2023): landmark distance around the lips, generated vs ground truth.
 
 Landmarks: MediaPipe FaceMesh (478, refined lips) on the 256x256 crops of each video, with the project's
-tracker (``data_prep.track.FaceTracker``, its default ``TrackConfig``), run separately over the generated
+tracker (``src.tracking.tracker.FaceTracker``, its default ``TrackConfig``), run separately over the generated
 and the ground-truth crop sequence (``CropLandmarker``). The lip points are the 40 vertices of
 MediaPipe's ``FACEMESH_LIPS`` contours (outer and inner lip lines).
 
@@ -38,14 +38,15 @@ class CropLandmarker:
     crop pixels, NaN where no face. Call ``close()`` at the end (or use as a context manager)."""
 
     def __init__(self) -> None:
-        from data_prep.track import FaceTracker, TrackConfig
+        from src.tracking.tracker import FaceTracker, TrackConfig
 
         self.tracker = FaceTracker(TrackConfig())
 
     def update(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
-            raise ValueError(f"CropLandmarker.update: crops must be uint8 (B, H, W, 3) RGB, got {crops.shape} {crops.dtype}")
+            raise ValueError(f"CropLandmarker.update: crops must be uint8 (B, H, W, 3) RGB, "
+                             f"got {crops.shape} {crops.dtype}")
         rows = []
         for image in crops:
             lmk = self.tracker.update(np.ascontiguousarray(image))

@@ -23,7 +23,6 @@ from torchmetrics import Metric
 
 from eval.models.style_encoder import StyleEncoder
 
-
 ABSOLUTE_MM = 20.0  # mean |coordinate| above this is a face's position, not an expression displacement
 
 
@@ -102,7 +101,8 @@ class StyleSim(Metric):
         self.values.append(torch.tensor([result["stylesim"]], dtype=torch.float64, device=self.device))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        values = (torch.cat(self.values) if self.values else torch.zeros(0)) if isinstance(self.values, list) else self.values
+        values = ((torch.cat(self.values) if self.values else torch.zeros(0)) if isinstance(self.values, list)
+                  else self.values)
         scored = values[~values.isnan()]
         return {"stylesim": (scored.mean() if len(scored) else torch.tensor(math.nan)).float()}
 

@@ -1,5 +1,5 @@
 """SyncScore (LSE-C), LSE-D and the audio-video offset, as the reference SyncNet evaluation computes them
-(joonson/syncnet_python ``SyncNetInstance.evaluate``; paper 4.2, DESIGN.md 7, ENVIRONMENT.md).
+(joonson/syncnet_python ``SyncNetInstance.evaluate``; paper 4.2, docs/design.md, "Evaluation", ENVIRONMENT.md).
 
 Per video (``score``), on the first ``n = min(T, floor(N / 640))`` frames:
 
@@ -78,7 +78,8 @@ def offset_distances(video: torch.Tensor, audio: torch.Tensor, vshift: int = VSH
     """The reference's ``calc_pdist``: video, audio (W, D) window features -> (W, 2 vshift + 1) distances,
     entry [t, j] = || video_t - audio_{t + j - vshift} ||, audio outside [0, W) a zero vector."""
     if video.shape != audio.shape or video.ndim != 2:
-        raise ValueError(f"video and audio features must both be (W, D), got {tuple(video.shape)} and {tuple(audio.shape)}")
+        raise ValueError(f"video and audio features must both be (W, D), got {tuple(video.shape)} and "
+                         f"{tuple(audio.shape)}")
     padded = F.pad(audio, (0, 0, vshift, vshift))  # (W + 2 vshift, D)
     candidates = rearrange(padded.unfold(0, 2 * vshift + 1, 1)[: len(video)], "w d j -> w j d")  # (W, 2 vshift + 1, D)
     return F.pairwise_distance(video[:, None].expand_as(candidates), candidates)  # (W, 2 vshift + 1)

@@ -106,7 +106,8 @@ class StyleEncoder(nn.Module):
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
         elif mask.shape != (B, T) or mask.dtype != torch.bool:
-            raise ValueError(f"StyleEncoder: mask must be (B, T) = ({B}, {T}) bool, got {tuple(mask.shape)} {mask.dtype}")
+            raise ValueError(f"StyleEncoder: mask must be (B, T) = ({B}, {T}) bool, "
+                             f"got {tuple(mask.shape)} {mask.dtype}")
         x = x * self.config.mm_scale
         tokens = self.to_tokens(rearrange(x, "b t v c -> b t (v c)"))  # (B, T, d)
         tokens = tokens + sinusoid(T, self.config.dim, x.device)
@@ -125,7 +126,8 @@ def load_style_encoder(path: str | Path = DEFAULT_WEIGHTS, map_location: str | t
             f"`python -m eval.train_style_encoder --shards DIR --out {DEFAULT_WEIGHTS}` (or give its path)")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not (isinstance(state, dict) and state.get("kind") == "style_encoder" and "state_dict" in state):
-        raise ValueError(f"{path}: not an eval.train_style_encoder checkpoint (no kind='style_encoder' with a state_dict)")
+        raise ValueError(f"{path}: not an eval.train_style_encoder checkpoint "
+                         f"(no kind='style_encoder' with a state_dict)")
     net = StyleEncoder(StyleEncoderConfig.from_dict(state["config"]))
     net.load_state_dict(state["state_dict"], strict=True)
     return net.eval()

@@ -1,11 +1,11 @@
 """SyncNet (Chung and Zisserman 2016): the lip-sync expert behind SyncScore (LSE-C) and LSE-D (paper 4.2,
-DESIGN.md 7).
+docs/design.md, "Evaluation").
 
 Two towers map 5 video frames of a face and the 0.2 s of MFCCs under them to embeddings whose L2 distance
 is small when sound and lips are in sync:
 
-    lip   (B, 3, 5, H, W) pixels  -> netcnnlip (3-D convs, time folded by the first) -> (B, C, 1, 1, 1) -> netfclip -> (B, D)
-    audio (B, 1, 13, 20) MFCCs    -> netcnnaud (2-D convs)                        -> (B, C, 1, 1)    -> netfcaud -> (B, D)
+    lip   (B, 3, 5, H, W) pixels -> netcnnlip (3-D convs, the first folds time) -> (B, C, 1, 1, 1) -> netfclip -> (B, D)
+    audio (B, 1, 13, 20) MFCCs   -> netcnnaud (2-D convs)                    -> (B, C, 1, 1)    -> netfcaud -> (B, D)
 
 The layer structure, the order of layers inside each ``nn.Sequential`` and so every state-dict key follow
 the reference implementation (joonson/syncnet_python, ``SyncNetModel.S``), so its published
@@ -58,10 +58,12 @@ class SyncNetConfig:
     def __post_init__(self) -> None:
         for name in ("lip_channels", "aud_channels"):
             if len(getattr(self, name)) != 6:
-                raise ValueError(f"SyncNetConfig.{name} must have 6 widths (one per conv layer), got {getattr(self, name)}")
+                raise ValueError(f"SyncNetConfig.{name} must have 6 widths (one per conv layer), "
+                                 f"got {getattr(self, name)}")
         x0, y0, x1, y1 = self.crop_region
         if not (x1 > x0 and y1 > y0):
-            raise ValueError(f"SyncNetConfig.crop_region must be (x0, y0, x1, y1) with x1 > x0, y1 > y0, got {self.crop_region}")
+            raise ValueError(f"SyncNetConfig.crop_region must be (x0, y0, x1, y1) with x1 > x0, y1 > y0, "
+                             f"got {self.crop_region}")
         if self.channel_order not in ("rgb", "bgr"):
             raise ValueError(f"SyncNetConfig.channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
 
@@ -136,7 +138,8 @@ class SyncNet(nn.Module):
         self.netcnnlip = nn.Sequential(  # (B, 3, 5, H, W)
             nn.Conv3d(3, l1, (5, 7, 7), stride=(1, 2, 2)), nn.BatchNorm3d(l1), nn.ReLU(inplace=True),  # time 5 -> 1
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),
-            nn.Conv3d(l1, l2, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), nn.BatchNorm3d(l2), nn.ReLU(inplace=True),
+            nn.Conv3d(l1, l2, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)),
+            nn.BatchNorm3d(l2), nn.ReLU(inplace=True),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
             nn.Conv3d(l2, l3, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(l3), nn.ReLU(inplace=True),
             nn.Conv3d(l3, l4, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(l4), nn.ReLU(inplace=True),
@@ -180,7 +183,8 @@ def load_syncnet(path: str | Path = DEFAULT_WEIGHTS, map_location: str | torch.d
         config, weights = SYNCNET_V2, state
     else:
         raise ValueError(f"{path}: not a SyncNet state dict (syncnet_v2.model) nor an eval.train_syncnet checkpoint "
-                         f"(got {type(state).__name__} with keys {list(state)[:5] if isinstance(state, dict) else '-'})")
+                         f"(got {type(state).__name__} "
+                         f"with keys {list(state)[:5] if isinstance(state, dict) else '-'})")
     net = SyncNet(config)
     try:
         net.load_state_dict(weights, strict=True)

@@ -1,7 +1,7 @@
 """Stage-1 data: windows of T frames with their audio, and a reference window of the same clip, streamed
-from the WebDataset shards of data_prep (DESIGN.md 4).
+from the project's WebDataset shards (docs/design.md, "Shards" and "Stage 1").
 
-A shard sample is one clip segment (``data_prep/shards.py``): ``audio.npy`` (N,) int16 at 16 kHz,
+A shard sample is one clip segment (docs/design.md, "Shards"): ``audio.npy`` (N,) int16 at 16 kHz,
 ``alpha.npy`` (K_id,), ``beta.npy`` (T, K_exp), ``pose.npy`` (T, 6), ``json``. The video is not read:
 stage 1 works on coefficients only (the system turns them into vertices on its device).
 
@@ -44,8 +44,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from src.data.shards import shard_urls, worker_offset
+from src.media.contract import SAMPLES_PER_FRAME
 
-SAMPLES_PER_FRAME = 640  # 16 kHz audio / 25 fps video
 MAX_BARREN = 2000  # training segments in a row without a window before the stream gives up
 NEEDED = ("audio.npy", "alpha.npy", "beta.npy", "pose.npy", "json")
 
@@ -69,12 +69,12 @@ class GeometryDataModule(L.LightningDataModule):
         audio_gain_db: tuple[float, float] | list[float] | None = None,
         audio_noise_snr_db: tuple[float, float] | list[float] | None = None,
     ) -> None:
-        """``root``: a data_prep shard folder (its index.json names the shards of each split); or ``urls``:
+        """``root``: a shard folder (its index.json names the shards of each split); or ``urls``:
         split -> a list of shard URLs or one brace pattern (``/data/train-{000000..000099}.tar``,
         ``pipe:aws s3 cp ... -``), which overrides ``root`` for the splits it names."""
         super().__init__()
         if root is None and not urls:
-            raise ValueError("GeometryDataModule needs `root` (a data_prep shard folder with index.json) or "
+            raise ValueError("GeometryDataModule needs `root` (a shard folder with index.json) or "
                              "`urls` (split -> shard URLs)")
         for name, value in [("window", window), ("ref_window", ref_window), ("min_ref", min_ref),
                             ("batch_size", batch_size), ("train_batches", train_batches),
@@ -236,7 +236,7 @@ def decode_sample(sample: dict) -> dict:
     missing = [k for k in NEEDED if k not in sample]
     if missing:
         raise KeyError(f"shard sample {sample.get('__key__')!r} ({sample.get('__url__')}) lacks {missing}; "
-                       f"was it written by data_prep.build?")
+                       f"was it written by the shard builder (README.md, 'Commands')?")
     out = {name[:-4]: np.load(io.BytesIO(sample[name]), allow_pickle=False) for name in NEEDED if name.endswith(".npy")}
     out["meta"] = json.loads(sample["json"])
     out["key"] = sample["__key__"]

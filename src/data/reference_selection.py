@@ -1,4 +1,4 @@
-"""Reference frame selection, Algorithm 1 of PersonaTalk (paper 3.2, DESIGN.md 5), 0-based frame
+"""Reference frame selection, Algorithm 1 of PersonaTalk (paper 3.2, docs/design.md, "Stage 2"), 0-based frame
 indices. Used by the stage-2 data module (training) and by dubbing (inference).
 
     training_references(i, T)            face: N_f frames evenly over [i - 2 N_f, i + 2 N_f] (clipped)

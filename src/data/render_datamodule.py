@@ -1,6 +1,6 @@
 """Stage-2 data: a target frame, its PNCC and lip mask, and reference frames with their PNCCs chosen by
-Algorithm 1 (``src.data.reference_selection``), streamed from the WebDataset shards of data_prep
-(DESIGN.md 5).
+Algorithm 1 (``src.data.reference_selection``), streamed from the project's WebDataset shards (docs/design.md,
+"Shards" and "Stage 2").
 
 Per shard sample (one clip segment) the 256x256 crop video is decoded (and resized to ``image_size``),
 and PNCC images and lip masks are rendered on the fly from alpha / beta / pose (``src.geometry.pncc``):
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from src.data.shards import shard_urls, worker_offset
 from src.data.reference_selection import inference_face_references, inference_lip_references, training_references
-from src.geometry.face_models import shared_face_model
+from src.models.face_model import shared_face_model
 from src.geometry.pncc import render_geometry
 
 SELECTIONS = ("algorithm1", "random")
@@ -61,14 +61,14 @@ class RenderDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        """``root``: a data_prep shard folder (index.json), or ``urls``: split -> shard URLs / brace pattern.
+        """``root``: a shard folder (index.json), or ``urls``: split -> shard URLs / brace pattern.
         ``face_model``: the spec the shards were fitted with (PNCCs are rendered with it). ``eval_n_lip``:
         lip references at validation (default n_lip; inference may use more than training). ``selection``:
         ``algorithm1`` (the paper) or ``random`` (the "w/o frame selection" ablation: face and lip references
         are random frames of the clip, other than the target at evaluation)."""
         super().__init__()
         if root is None and not urls:
-            raise ValueError("RenderDataModule needs `root` (a data_prep shard folder with index.json) or `urls`")
+            raise ValueError("RenderDataModule needs `root` (a shard folder with index.json) or `urls`")
         for name, value in [("n_face", n_face), ("n_lip", n_lip), ("batch_size", batch_size),
                             ("train_batches", train_batches), ("targets_per_clip", targets_per_clip),
                             ("eval_targets_per_clip", eval_targets_per_clip)]:
@@ -191,7 +191,7 @@ def decode_clip(sample: dict) -> dict:
     missing = [k for k in NEEDED if k not in sample]
     if missing:
         raise KeyError(f"shard sample {sample.get('__key__')!r} ({sample.get('__url__')}) lacks {missing}; "
-                       f"was it written by data_prep.build?")
+                       f"was it written by the shard builder (README.md, 'Commands')?")
     out = {name[:-4]: np.load(io.BytesIO(sample[name]), allow_pickle=False) for name in NEEDED if name.endswith(".npy")}
     out.update(mp4=sample["mp4"], meta=json.loads(sample["json"]), key=sample["__key__"])
     return out

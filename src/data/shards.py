@@ -11,7 +11,7 @@ import webdataset as wds
 def shard_urls(root: Path | None, urls: dict, split: str, owner: str) -> list[str]:
     """The shard URLs of ``split``: ``urls[split]`` (a list, or one brace pattern such as
     ``/data/train-{000000..000099}.tar``) when given, else the shards that ``root/index.json`` (written by
-    data_prep.build) lists. ``owner`` names the caller in errors."""
+    the shard builder) lists. ``owner`` names the caller in errors."""
     if split in urls:
         value = urls[split]
         found = list(wds.shardlists.expand_urls(value)) if isinstance(value, str) else [str(u) for u in value]
@@ -20,8 +20,8 @@ def shard_urls(root: Path | None, urls: dict, split: str, owner: str) -> list[st
             raise ValueError(f"{owner}: no urls for split {split!r} and no root")
         index_path = Path(root) / "index.json"
         if not index_path.is_file():
-            raise FileNotFoundError(f"{owner}.root={str(root)!r}: no index.json; build shards with "
-                                    f"`python -m data_prep.build --out {root} ...`")
+            raise FileNotFoundError(f"{owner}.root={str(root)!r}: no index.json, so not a shard folder; build "
+                                    f"shards there with the shard builder (README.md, 'Commands')")
         index = json.loads(index_path.read_text())
         found = [str(Path(root) / name) for name in index.get("shards", {}).get(split, [])]
     if not found:

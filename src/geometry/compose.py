@@ -1,4 +1,4 @@
-"""Stage 1's output geometry (DESIGN.md 4): predicted lower face + the reference frame's own upper face,
+"""Stage 1's output geometry (docs/design.md, "Stage 1"): predicted lower face + the reference frame's own upper face,
 posed with the reference frame's head pose, ready to be rasterised as PNCC.
 
     canonical = M(alpha, beta_ref, 0) with the lower-face rows replaced by M(alpha, 0, 0)[lower] + offsets

@@ -1,8 +1,8 @@
-"""Per-frame PNCC images and lip masks from fitted coefficients (DESIGN.md 3), on the CPU with the numba
-rasteriser: what the stage-2 data module renders on the fly from a shard's alpha / beta / pose
+"""Per-frame PNCC images and lip masks from fitted coefficients (docs/design.md, "Face model and fitting"), on
+the CPU with the numba rasteriser: what the stage-2 data module renders on the fly from a shard's alpha / beta / pose
 (``render_geometry``), and what dubbing renders from composed screen vertices (``render_vertices``).
 
-Poses are in crop pixels of a ``crop_size`` crop (data_prep's 256); ``size`` rescales the screen
+Poses are in crop pixels of a ``crop_size`` crop (``src.media.contract.CROP_SIZE``, 256); ``size`` rescales the screen
 coordinates, so the geometry lines up with the crop resized to ``size`` x ``size`` (the rasteriser samples
 pixel centres, so scaling x and y by size / crop_size is exact).
 

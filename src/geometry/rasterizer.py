@@ -1,4 +1,5 @@
-"""Z-buffer rasteriser for one frame (numba, CPU): the renderer behind PNCC and the lip mask (DESIGN.md 3).
+"""Z-buffer rasteriser for one frame (numba, CPU): the renderer behind PNCC and the lip mask
+(docs/design.md, "Face model and fitting").
 
 Conventions (shared with `rasterizer_torch.py`, which must agree pixel for pixel):
 

@@ -1,4 +1,5 @@
-"""Renders built on the z-buffer rasterisers: PNCC maps, lip masks, shaded RGB (DESIGN.md 3).
+"""Renders built on the z-buffer rasterisers: PNCC maps, lip masks, shaded RGB
+(docs/design.md, "Face model and fitting").
 
 - `render_pncc` / `render_pncc_torch`: PNCC (Zhu et al. 2017), each vertex coloured by its normalised
   mean-shape (x, y, z) in [0, 1], z-buffered, background 0; the geometry input of the renderer.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from src.geometry.rasterizer import Fragments, interpolate, rasterize
+from src.geometry.rasterizer import interpolate, rasterize
 from src.geometry.rasterizer_torch import interpolate_torch, rasterize_torch
 
 

@@ -16,11 +16,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from data_prep import decode
+from src.media import decode
+from src.media.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
@@ -67,7 +65,8 @@ def load_target_audio(path: str | Path) -> TargetAudio:
     if samples is None:
         raise ValueError(f"--audio {path}: the file has no audio stream")
     if len(samples) < SAMPLES_PER_FRAME // 2:
-        raise ValueError(f"--audio {path}: the audio is shorter than one 25 fps frame ({len(samples)} samples at 16 kHz)")
+        raise ValueError(f"--audio {path}: the audio is shorter than one 25 fps frame "
+                         f"({len(samples)} samples at 16 kHz)")
     n_frames = max(1, round(len(samples) / SAMPLES_PER_FRAME))
     samples = _fit(samples, n_frames * SAMPLES_PER_FRAME)
     rate = mux_rate(path)

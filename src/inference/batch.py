@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from src.inference.pipeline import DubConfig, Dubber, DubResult, check_paths
+from src.inference.pipeline import Dubber, DubConfig, DubResult, check_paths
 
 REQUIRED = ("video", "audio", "out")
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import hydra
 import torch
 from torch import nn
 
-from src.geometry.face_models import load_face_model
+from src.models.face_model import load_face_model
 
 MIN_TRAINED_STEPS = 10_000  # the demo trains 600; real runs train for hundreds of thousands
 STAGES = {"geometry": ("--geometry-ckpt", "geometry_demo"), "render": ("--render-ckpt", "render_demo")}

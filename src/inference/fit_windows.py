@@ -1,5 +1,5 @@
-"""3DMM fit of a long face segment in overlapping windows (data_prep's hybrid fit, ``data_prep.fit.fit_clip``,
-per window), crossfaded where windows overlap.
+"""3DMM fit of a long face segment in overlapping windows (the hybrid fit of
+``src.geometry.fitting.fit_clip``, per window), crossfaded where windows overlap.
 
 ``fit_clip`` optimises all frames of a clip jointly; its memory grows with the clip (about 0.6 MB per frame
 on the procedural model: ~2 GB for 2 minutes), so a reference video of any length is fitted in windows of
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.fit import FitConfig, fit_clip
-from data_prep.process import fit_landmarks
+from src.geometry.fitting import FitConfig, fit_clip, fit_landmarks
 from src.inference.timeline import window_weights, windows
 
 

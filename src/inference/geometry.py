@@ -1,10 +1,10 @@
-"""Stage 1 at dubbing time (DESIGN.md 4 and 6): lower-face geometry from the target audio in the reference
-speaker's style, gated by voice activity, composed with the reference frames' upper face and head pose.
+"""Stage 1 at dubbing time (docs/design.md, "Stage 1" and "Dubbing"): lower-face geometry from the target audio in
+the reference speaker's style, gated by voice activity, composed with the reference frames' upper face and head pose.
 
 - Inputs of the network, once per dub: the style code S from Vtx_exp of up to ``style_frames`` frames
   spread over the reference's face frames (S pools mean and std over time, so a spread sample measures the
   same statistics as a contiguous window), and the identity template Vtx_temp of the reference's mean alpha.
-  Units as in training (``GeometrySystem.vertices``): relative to the model's mean shape, in centimetres.
+  Units as in training (``src.geometry.net_units``): relative to the model's mean shape, in centimetres.
 - ``LowerFaceStream``: the network over the whole target in windows of ``window`` frames overlapping by
   ``overlap``, run only when the dub reaches them (memory does not grow with the audio's length), blended
   where they overlap (``timeline.window_weights``: no seam between windows), times the voice-activity gate:
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from src.geometry import net_units
 from src.geometry.compose import compose_posed
 from src.inference.timeline import window_weights, windows
-from src.systems.geometry_system import MM_PER_NET_UNIT
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,9 @@ def stage_one_inputs(net, fm, analysis, cfg: GeometryConfig, device: str) -> Sta
     """Style code and template of the reference speaker (module docstring)."""
     faces = np.flatnonzero(analysis.found)
     pick = faces[np.round(np.linspace(0, len(faces) - 1, min(cfg.style_frames, len(faces)))).astype(int)]
-    to_cm = fm.units_to_mm / MM_PER_NET_UNIT
-    exp = (fm.expression_vertices(torch.from_numpy(analysis.beta[pick])) - fm.mean) * to_cm  # (R, L, 3)
+    exp = net_units.expression_input(fm, torch.from_numpy(analysis.beta[pick]))  # (R, L, 3) cm
     alpha = torch.from_numpy(analysis.alpha[faces].mean(0, keepdims=True))  # (1, K_id)
-    temp = (fm.template_vertices(alpha) - fm.mean) * to_cm  # (1, L, 3)
+    temp = net_units.template_input(fm, alpha)  # (1, L, 3) cm
     style = net.style(exp[None].to(device)) if net.has_style else None  # (1, R, L, 3) -> (1, D)
     return StageOneInputs(style, temp.to(device))
 
@@ -68,7 +67,8 @@ class LowerFaceStream:
         self.n_frames = len(gate)
         spf = len(samples) // self.n_frames
         if spf * self.n_frames != len(samples):
-            raise ValueError(f"LowerFaceStream: {len(samples)} samples are not a whole number of {self.n_frames} frames")
+            raise ValueError(f"LowerFaceStream: {len(samples)} samples are not a whole number of "
+                             f"{self.n_frames} frames")
         self.samples_per_frame = spf
         self.spans = windows(self.n_frames, cfg.window, cfg.overlap)
         self.done: dict[int, np.ndarray] = {}  # window -> its weighted offsets (t, n_lower, 3)
@@ -96,9 +96,10 @@ class LowerFaceStream:
         s, e = self.spans[i]
         spf = self.samples_per_frame
         audio = torch.from_numpy(self.samples[s * spf:e * spf])[None].to(self.device)  # (1, 640 t)
-        offsets = self.net(audio, e - s, vtx_temp=self.inputs.vtx_temp, style_code=self.inputs.style_code)  # (1, t, n_lower, 3) cm
+        offsets = self.net(audio, e - s, vtx_temp=self.inputs.vtx_temp,
+                           style_code=self.inputs.style_code)  # (1, t, n_lower, 3) cm
         weight = window_weights(self.spans, i, self.cfg.overlap)[:, None, None]  # (t, 1, 1)
-        return offsets[0].float().cpu().numpy() * MM_PER_NET_UNIT * weight  # (t, n_lower, 3) mm
+        return net_units.output_to_mm(offsets[0].float().cpu()).numpy() * weight  # (t, n_lower, 3) mm
 
 
 @torch.no_grad()

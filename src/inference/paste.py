@@ -1,11 +1,11 @@
-"""Paste a rendered face back into its full-resolution frame (DESIGN.md 6): only the face region changes.
+"""Paste a rendered face back into its full-resolution frame (docs/design.md, "Dubbing"): only the face region changes.
 
 The mask is built in the 256 crop, where the geometry lives: the convex hulls of the ``region``'s vertices
 ("lower": jaw, cheeks, lips, chin, where stage 1 changes the face; "face": every vertex) in the target
 geometry and in the reference frame's own geometry (an open mouth that closes leaves its old chin to
 cover), and of the detected landmarks on the lower face; dilated by ``dilate`` and feathered with a
 Gaussian of ``feather`` (both fractions of the crop side). The face and the mask are warped into the frame
-with the inverse of the crop transform (``data_prep.track.crop_transform``) and blended; pixels where the
+with the inverse of the crop transform (``src.tracking.crops.crop_transform``) and blended; pixels where the
 warped mask is 0 are the input's bytes, untouched. With "lower" the eyes and brows stay the original
 full-resolution pixels: stage 1 keeps the reference's upper face anyway.
 """
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data_prep.track import CROP_SIZE, crop_transform
+from src.media.contract import CROP_SIZE
+from src.tracking.crops import crop_transform
 
 REGIONS = ("lower", "face")
 

@@ -1,4 +1,5 @@
-"""Dubbing (DESIGN.md 6): any reference video + any audio -> the video with the lips re-synced to the audio.
+"""Dubbing (docs/design.md, "Dubbing"): any reference video + any audio -> the video with the lips re-synced
+to the audio.
 
     analyse the reference (cached)     reference_analysis: track, crop boxes, 3DMM fit, lip references
     decode the target audio            audio: 16 kHz for the model, voice-activity gate
@@ -27,19 +28,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep.track import TrackConfig, to_crop
 from src.geometry.pncc import render_vertices
 from src.inference.audio import VadConfig, load_target_audio, voice_activity
 from src.inference.checkpoints import check_face_models, load_stage, render_size, weights_banner
-from src.inference.frames import FrameReader
-from src.inference.geometry import (GeometryConfig, LowerFaceStream, reference_vertices, stage_one_inputs,
-                                    target_vertices)
+from src.inference.geometry import (
+    GeometryConfig,
+    LowerFaceStream,
+    reference_vertices,
+    stage_one_inputs,
+    target_vertices,
+)
 from src.inference.paste import PasteConfig, crop_mask, paste_face
 from src.inference.reference_analysis import AnalysisConfig, ReferenceAnalysis, analyse_reference, default_cache_dir
 from src.inference.render import ReferenceBank, RenderConfig, render_faces
 from src.inference.timeline import source_frames
 from src.inference.timing import StageTimes
 from src.inference.writer import SYNTHETIC_COMMENT, VideoWriter
+from src.media.frames import FrameReader
+from src.tracking.crops import to_crop
+from src.tracking.tracker import TrackConfig
 
 log = logging.getLogger(__name__)
 MAX_FACES = TrackConfig().max_faces

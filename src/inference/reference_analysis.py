@@ -1,10 +1,10 @@
 """Reference-video analysis for dubbing, cached by content: decode -> track and crop boxes -> 3DMM fit ->
-mouth opening and Algorithm 1's lip references (DESIGN.md 6). It depends on the video and the analysis
+mouth opening and Algorithm 1's lip references (docs/design.md, "Dubbing"). It depends on the video and the analysis
 settings only, not on the audio, so dubbing one video with many audios analyses it once.
 
-Uses data_prep's steps: ``decode.iter_frames`` (25 fps), ``track.track_video`` (MediaPipe, smoothed boxes),
-``process.crop_landmarks`` + ``process.fit_landmarks`` + ``fit.fit_clip`` (hybrid fit, per window:
-``fit_windows``), ``track.crop_frame`` (256 crops of the lip references).
+The same steps as the training data: ``src.media.decode.iter_frames`` (25 fps), ``src.tracking.tracker.track_video``
+(MediaPipe, smoothed boxes), ``src.tracking.crops.crop_landmarks`` + ``src.geometry.fitting`` (hybrid fit, per
+window: ``fit_windows``), ``src.tracking.crops.crop_frame`` (256 crops of the lip references).
 
 Cache: ``<cache_dir>/<key>/`` with ``analysis.npz`` (per-frame arrays, crops of the lip references) and
 ``meta.json``; key = sha256 of the video file's bytes and of the settings (``AnalysisConfig``, the face
@@ -32,23 +32,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_prep import decode
-from data_prep.fit import FitConfig
-from data_prep.process import crop_landmarks
-from data_prep.track import CROP_SIZE, TrackConfig, crop_frame, track_video
 from src.data.reference_selection import inference_lip_references
+from src.geometry.fitting import FitConfig
 from src.inference.fit_windows import count_windows, fit_segment
-from src.inference.frames import FrameReader
+from src.media import decode
+from src.media.contract import CROP_SIZE, FPS
+from src.media.frames import FrameReader
+from src.tracking.crops import crop_frame, crop_landmarks
+from src.tracking.tracker import TrackConfig, track_video
 
 VERSION = 1  # bump when the analysis changes what it computes
-FPS = 25.0
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
     track: TrackConfig = field(default_factory=TrackConfig)  # track.face_index: which face (0 = largest)
-    fit_steps: int = FitConfig.steps  # Adam steps per fit window (the data_prep fit's default)
+    fit_steps: int = FitConfig.steps  # Adam steps per fit window (the training data's default)
     fit_window: int = 250  # frames per fit window
     fit_overlap: int = 25  # frames shared by neighbouring fit windows (crossfaded)
     min_segment: int = 3  # face runs shorter than this pass through undubbed

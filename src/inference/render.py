@@ -1,5 +1,5 @@
-"""Stage 2 at dubbing time (DESIGN.md 5 and 6): the dual-attention renderer on the target geometry, with
-references chosen by Algorithm 1's inference strategy (``src.data.reference_selection``).
+"""Stage 2 at dubbing time (docs/design.md, "Stage 2" and "Dubbing"): the dual-attention renderer on the target
+geometry, with references chosen by Algorithm 1's inference strategy (``src.data.reference_selection``).
 
 - face references: the ``n_face`` frames centred on the reference frame shown (inside its face segment);
 - lip references: the same ``n_lip`` frames for every output frame, spread over the reference's frames
@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 import torch
 
-from data_prep.track import CROP_SIZE, crop_frame
 from src.data.reference_selection import inference_face_references
 from src.geometry.pncc import render_vertices
 from src.inference.geometry import reference_vertices
+from src.media.contract import CROP_SIZE
+from src.tracking.crops import crop_frame
 
 
 @dataclass(frozen=True)

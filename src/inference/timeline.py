@@ -1,4 +1,4 @@
-"""Which reference frame each output frame shows (DESIGN.md 6): the reference cut to the audio's length,
+"""Which reference frame each output frame shows (docs/design.md, "Dubbing"): the reference cut to the audio's length,
 or, when the audio is longer, played forwards then backwards (ping-pong) as often as needed, so the
 video never jumps from its last frame back to its first."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage-1 geometry metrics (DESIGN.md 4).
+"""Stage-1 geometry metrics (docs/design.md, "Stage 1").
 
 - ``lip_vertex_error``: the lip vertex error of 3D talking-head work (VOCA, FaceFormer): per frame the
   largest L2 distance over the lip vertices, averaged over frames (mm).
@@ -45,7 +45,8 @@ class SpeakerAmplitude(Metric):
         pred, true = pred.double(), true.double()
         count = torch.full_like(pred[:, 0], pred.shape[1])
         self.speaker.append(torch.tensor([speaker_id(s) for s in speakers], device=pred.device))
-        self.sums.append(torch.stack([count, pred.sum(1), (pred ** 2).sum(1), true.sum(1), (true ** 2).sum(1)], 1))  # (B, 5)
+        self.sums.append(torch.stack([count, pred.sum(1), (pred ** 2).sum(1),
+                                      true.sum(1), (true ** 2).sum(1)], 1))  # (B, 5)
 
     def compute(self) -> dict[str, torch.Tensor]:
         speaker = torch.cat(self.speaker) if isinstance(self.speaker, list) else self.speaker
@@ -53,7 +54,10 @@ class SpeakerAmplitude(Metric):
         ids, inverse = torch.unique(speaker, return_inverse=True)
         total = torch.zeros(len(ids), 5, dtype=sums.dtype, device=sums.device).index_add_(0, inverse, sums)  # (S, 5)
         n = total[:, 0]
-        std = lambda s, s2: (s2 / n - (s / n) ** 2).clamp(min=1e-12).sqrt()
+
+        def std(s, s2):
+            return (s2 / n - (s / n) ** 2).clamp(min=1e-12).sqrt()
+
         ratio = std(total[:, 1], total[:, 2]) / std(total[:, 3], total[:, 4])  # (S,)
         log_ratio = ratio.log()
         return {"amp_error": log_ratio.abs().mean().float(), "amp_ratio": log_ratio.mean().exp().float(),

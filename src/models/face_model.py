@@ -1,5 +1,5 @@
-"""FaceModel: the linear 3DMM M(alpha, beta, p) of PersonaTalk (paper 3.1, DESIGN.md 3) as a torch
-module, batched over frames.
+"""FaceModel: the linear 3DMM M(alpha, beta, p) of PersonaTalk (paper 3.1, docs/design.md, "Face model and fitting")
+as a torch module, batched over frames.
 
     M(alpha, beta)      = mean + B_id @ alpha + B_exp @ beta          canonical vertices (B, L, 3)
     Vtx_exp             = M(0, beta, 0)                               expression-only (style input)
@@ -13,11 +13,14 @@ Letters: b batch (frames), l vertices, k modes.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 from torch import nn
 
 from src.geometry import camera
+from src.geometry.face_models import load_face_model_data
 from src.geometry.face_models.schema import FaceModelData
 
 
@@ -119,3 +122,15 @@ def _batch_size(alpha: torch.Tensor | None, beta: torch.Tensor | None) -> int:
     if len(sizes) > 1:
         raise ValueError(f"alpha and beta batch sizes differ: {sorted(sizes)}")
     return sizes.pop()
+
+
+def load_face_model(spec: str = "procedural") -> FaceModel:
+    """Spec string (``src.geometry.face_models``: procedural, ict:PATH, bfm:PATH, npz:PATH) -> ``FaceModel``."""
+    return FaceModel(load_face_model_data(spec))
+
+
+@lru_cache(maxsize=4)
+def shared_face_model(spec: str = "procedural") -> FaceModel:
+    """``load_face_model(spec)`` built once per process and shared (worker processes of data jobs); the
+    module holds buffers only, so sharing is safe as long as callers do not modify them."""
+    return load_face_model(spec)

@@ -202,7 +202,8 @@ class HyperIQA(nn.Module):
         images = (images - self.mean) / self.std
         tops = torch.randint(0, h - CROP + 1, (n_crops,), generator=generator).tolist()
         lefts = torch.randint(0, w - CROP + 1, (n_crops,), generator=generator).tolist()
-        scores = [self(images[:, :, t : t + CROP, l : l + CROP]) for t, l in zip(tops, lefts)]  # n_crops x (B,)
+        scores = [self(images[:, :, top : top + CROP, left : left + CROP])
+                  for top, left in zip(tops, lefts)]  # n_crops x (B,)
         return torch.stack(scores, 0).mean(0)  # (B,)
 
     @classmethod

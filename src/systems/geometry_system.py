@@ -1,11 +1,11 @@
 """Stage 1 training: the style-aware geometry network (``src.models.geometry``) on fitted 3DMM
-coefficients (DESIGN.md 4; paper 3.1).
+coefficients (docs/design.md, "Stage 1"; paper 3.1).
 
 The system turns a batch of coefficients (``src.data.geometry_datamodule``) into vertices with the face
 model (a buffer-only module, on the training device), runs the network and scores it.
 
-Network I/O, face-model independent: vertices relative to the model's mean shape in centimetres (mm / 10),
-so the same widths and learning rates suit the procedural model, ICT-FaceKit and BFM.
+Network I/O, face-model independent (``src.geometry.net_units``): vertices relative to the model's mean shape
+in centimetres (mm / 10), so the same widths and learning rates suit the procedural model, ICT-FaceKit and BFM.
 
 - input: audio (B, 640 T); reference expression-only vertices Vtx_exp (B, R, L, 3) and their mask;
   identity template Vtx_temp (B, L, 3);
@@ -38,10 +38,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, PearsonCorrCoef
 
-from src.geometry.face_models import load_face_model
+from src.geometry import net_units
 from src.metrics.geometry import SpeakerAmplitude, lip_vertex_error
+from src.models.face_model import load_face_model
 
-MM_PER_NET_UNIT = 10.0  # the network works in centimetres
 EVAL_PREFIXES = ("val", "val_seen", "test")
 
 
@@ -89,15 +89,12 @@ class GeometrySystem(L.LightningModule):
         fm = self.face_model
         beta, ref_beta, alpha = batch["beta"], batch["ref_beta"], batch["alpha"]
         (B, T, K), R = beta.shape, ref_beta.shape[1]
-        mm = fm.units_to_mm
-        exp = fm.expression_vertices(beta.reshape(B * T, K)) - fm.mean  # (B*T, L, 3) model units
-        ref = fm.expression_vertices(ref_beta.reshape(B * R, K)) - fm.mean  # (B*R, L, 3)
-        temp = fm.template_vertices(alpha) - fm.mean  # (B, L, 3)
-        L_ = fm.n_vertices
+        target = net_units.lower_face_mm(fm, beta.reshape(B * T, K))  # (B*T, |lower|, 3) mm
+        ref = net_units.expression_input(fm, ref_beta.reshape(B * R, K))  # (B*R, L, 3) cm
         return {
-            "target": exp.reshape(B, T, L_, 3)[:, :, fm.lower] * mm,  # (B, T, |lower|, 3) mm
-            "vtx_exp_ref": ref.reshape(B, R, L_, 3) * (mm / MM_PER_NET_UNIT),  # (B, R, L, 3) cm
-            "vtx_temp": temp * (mm / MM_PER_NET_UNIT),  # (B, L, 3) cm
+            "target": target.reshape(B, T, *target.shape[1:]),  # (B, T, |lower|, 3) mm
+            "vtx_exp_ref": ref.reshape(B, R, *ref.shape[1:]),  # (B, R, L, 3) cm
+            "vtx_temp": net_units.template_input(fm, alpha),  # (B, L, 3) cm
         }
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -106,7 +103,7 @@ class GeometrySystem(L.LightningModule):
         T = batch["beta"].shape[1]
         pred = self.net(batch["audio"], T, vtx_exp_ref=v["vtx_exp_ref"], vtx_temp=v["vtx_temp"],
                         ref_mask=batch["ref_mask"])
-        return pred * MM_PER_NET_UNIT, v
+        return net_units.output_to_mm(pred), v
 
     def mouth_opening(self, batch: dict, lower_mm: torch.Tensor) -> torch.Tensor:
         """Mouth opening (B, T) mm of the true canonical geometry with its lower face replaced by lower_mm."""

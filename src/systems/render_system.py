@@ -1,5 +1,5 @@
 """Stage 2 training: the dual-attention face renderer (``src.models.renderer``) on frames, PNCCs and lip
-masks from ``src.data.render_datamodule`` (DESIGN.md 5; paper 3.2).
+masks from ``src.data.render_datamodule`` (docs/design.md, "Stage 2"; paper 3.2).
 
 Losses (the paper is silent; our choice):
 - ``w_l1`` * L1 over the image: the reconstruction term every reference-based renderer uses;
@@ -127,7 +127,8 @@ class RenderSystem(L.LightningModule):
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
-        for scheduler in (self.lr_schedulers() or []) if isinstance(self.lr_schedulers(), list) else [self.lr_schedulers()]:
+        for scheduler in ((self.lr_schedulers() or []) if isinstance(self.lr_schedulers(), list)
+                          else [self.lr_schedulers()]):
             if scheduler is not None:
                 scheduler.step()
         self.log("train/loss_d", loss_d, on_step=True, batch_size=real.shape[0])

@@ -17,7 +17,8 @@ def metric_value(metrics: Mapping[str, torch.Tensor | float], name: str | None) 
     return float(metrics[name])
 
 
-def format_metrics(metrics: Mapping[str, torch.Tensor | float], stages: tuple[str, ...] = ("val", "val_seen", "test")) -> str:
+def format_metrics(metrics: Mapping[str, torch.Tensor | float],
+                   stages: tuple[str, ...] = ("val", "val_seen", "test")) -> str:
     """The final epoch-level metrics of a run as a table: one row per metric name, one column per stage."""
     names = sorted({key.split("/", 1)[1] for key in metrics if key.split("/", 1)[0] in stages and "/" in key})
     present = [s for s in stages if any(f"{s}/{n}" in metrics for n in names)]

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 
 def face_model_size(spec: str, what: str) -> int:
-    from src.geometry.face_models import shared_face_model
+    from src.models.face_model import shared_face_model
 
     fm = shared_face_model(str(spec))
     sizes = {"vertices": fm.n_vertices, "lower": int(fm.lower.shape[0]), "id": fm.n_id, "exp": fm.n_exp}

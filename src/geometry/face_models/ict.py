@@ -58,7 +58,8 @@ def _read_folder(folder: Path, require_all: bool):
     neutral_file = folder / "generic_neutral_mesh.obj"
     for needed in (index_file, neutral_file):
         if not needed.is_file():
-            raise FileNotFoundError(f"ICT-FaceKit folder {folder} lacks {needed.name} (expected the repository's FaceXModel/)")
+            raise FileNotFoundError(f"ICT-FaceKit folder {folder} lacks {needed.name} "
+                                    f"(expected the repository's FaceXModel/)")
     indices = json.loads(index_file.read_text())
     mean, tris = read_obj(neutral_file)
     id_files = sorted(folder.glob("identity[0-9][0-9][0-9].obj"))
@@ -66,9 +67,11 @@ def _read_folder(folder: Path, require_all: bool):
     missing = sorted(set(indices["expressions"]) - set(names))
     if require_all and (missing or not id_files):
         raise FileNotFoundError(f"ICT-FaceKit folder {folder} is incomplete: missing expressions {missing[:5]}"
-                                f"{'...' if len(missing) > 5 else ''} ({len(missing)}), identity files found: {len(id_files)}")
+                                f"{'...' if len(missing) > 5 else ''} ({len(missing)}), "
+                                f"identity files found: {len(id_files)}")
     if missing:
-        log.warning("ICT-FaceKit: loading %d of %d expressions (missing %d)", len(names), len(indices["expressions"]), len(missing))
+        log.warning("ICT-FaceKit: loading %d of %d expressions (missing %d)", len(names), len(indices["expressions"]),
+                    len(missing))
     id_basis = np.stack([read_obj(f)[0] - mean for f in id_files]) if id_files else np.zeros((0,) + mean.shape)
     exp_basis = np.stack([read_obj(folder / f"{n}.obj")[0] - mean for n in names])
     return mean, tris, id_basis, exp_basis, names, np.asarray(indices["idx_to_landmark_verts"])

@@ -10,15 +10,16 @@ fit compares them with detections: it rotates with the head. It may also depend 
 linearly: ``d_n(beta) = offset_n + expression_n @ beta`` with ``expression`` ``(N, 3, K_exp)``, because the
 detector's semantics move with the face (on the procedural model, MediaPipe's lip contour follows the
 visible mouth opening, not the lip vertices: a static offset left the fitted mouth opening at 0.62 of the
-truth, the expression-dependent one at 0.83; data_prep/README.md). Since the model is linear in beta this is
-a per-landmark correction of the expression basis where the fit compares it with detections. It never changes the mesh (renders, the
-synthetic corpus and the training targets use the raw vertices), and it does not apply to landmarks that
-are the model's own vertices (the synthetic corpus' ground-truth sidecar).
+truth, the expression-dependent one at 0.83; docs/design.md, "Landmark calibration"). Since the model is
+linear in beta this is a per-landmark correction of the expression basis where the fit compares it with
+detections. It never changes the mesh (renders, the synthetic corpus and the training targets use the raw
+vertices), and it does not apply to landmarks that are the model's own vertices (the synthetic corpus'
+ground-truth sidecar).
 
 Files: ``calibration/<face model name>_<landmark set>.npy`` (the (N, 3) float32 offset, or (N, 3, 1 + K_exp):
 the offset, then the expression terms) and a ``.json``
 beside it (the face model name *with its version* it was made for, the landmark set, the detector, and how
-it was made). ``python -m data_prep.calibrate_landmarks`` writes them, from a synthetic corpus only.
+it was made). ``make calibrate-landmarks`` writes them, from a synthetic corpus only.
 
 Which pairs have one: the face-model families listed in ``CALIBRATED`` (the name before ``-vN``), for that
 landmark set. For them a calibration is required: a missing file, or one made for another version of the
@@ -40,7 +41,7 @@ import numpy as np
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 # landmark set -> face-model families whose correspondence to it is designed rather than annotated
 CALIBRATED = {"mp478": ("procedural",)}
-COMMAND = "python -m data_prep.calibrate_landmarks"
+COMMAND = "make calibrate-landmarks"  # the landmark calibration tool of the data preparation (README.md)
 
 
 @dataclass
@@ -112,9 +113,11 @@ class LandmarkCalibration:
             raise ValueError(f"landmark calibration{where} was made for face model {self.face_model!r}, not "
                              f"{face_model!r}: the model changed (its VERSION), re-run `{COMMAND}`")
         if self.landmarks != landmarks:
-            raise ValueError(f"landmark calibration{where} is for landmarks={self.landmarks!r}, the fit uses {landmarks!r}")
+            raise ValueError(f"landmark calibration{where} is for landmarks={self.landmarks!r}, "
+                             f"the fit uses {landmarks!r}")
         if self.offset.shape != (n_landmarks, 3):
-            raise ValueError(f"landmark calibration{where} has an offset {self.offset.shape}, expected ({n_landmarks}, 3)")
+            raise ValueError(f"landmark calibration{where} has an offset {self.offset.shape}, "
+                             f"expected ({n_landmarks}, 3)")
         return self
 
 
@@ -157,7 +160,8 @@ def expression_offset(face_model: str, landmarks: str, n_landmarks: int, n_exp: 
     return cal.expression
 
 
-def resolve(face_model: str, landmarks: str, n_landmarks: int, calibration: str | None = "auto") -> LandmarkCalibration | None:
+def resolve(face_model: str, landmarks: str, n_landmarks: int,
+            calibration: str | None = "auto") -> LandmarkCalibration | None:
     """The calibration ``landmark_offset`` describes, checked, or None for a zero one."""
     if calibration is None:
         return None

@@ -191,7 +191,8 @@ def _gauss(x, y, cx, cy, sx, sy):
 def _depth(xy: np.ndarray) -> np.ndarray:
     """Height field z(x, y) in mm: the face surface's distance towards the camera."""
     x, y = xy[:, 0], xy[:, 1]
-    base = 78.0 * np.sqrt(np.clip(1 - (x / 88.0) ** 2, 0.05, None)) * np.sqrt(np.clip(1 - ((y + 25) / 150.0) ** 2, 0.05, None))
+    base = (78.0 * np.sqrt(np.clip(1 - (x / 88.0) ** 2, 0.05, None))
+            * np.sqrt(np.clip(1 - ((y + 25) / 150.0) ** 2, 0.05, None)))
     ridge_t = np.clip((3.0 - y) / 41.0, 0, 1)  # 0 at the bridge, 1 at the tip
     ridge_w = 4.5 + 5.0 * ridge_t
     nose = (6.0 + 16.0 * ridge_t ** 1.4) * np.exp(-(x / ridge_w) ** 2) * (y > -38) * (y < 5)
@@ -295,8 +296,9 @@ def _cavity(z_back: float, n_seg: int = 16, n_rings: int = 4):
     ring = np.stack([32.0 * rad[:, None] * np.cos(azim), MOUTH_Y - 4 + 22.0 * rad[:, None] * np.sin(azim),
                      z_back + 14.0 * rad[:, None] ** 2 + 0 * azim], -1).reshape(-1, 3)
     verts = np.concatenate([[[0.0, MOUTH_Y - 4, z_back]], ring])
-    uv = np.concatenate([[[0.5, 0.5]], 0.5 + 0.45 * np.stack([np.repeat(rad, n_seg) * np.tile(np.cos(azim), n_rings),
-                                                               np.repeat(rad, n_seg) * np.tile(np.sin(azim), n_rings)], 1)])
+    uv = np.concatenate([[[0.5, 0.5]],
+                         0.5 + 0.45 * np.stack([np.repeat(rad, n_seg) * np.tile(np.cos(azim), n_rings),
+                                                np.repeat(rad, n_seg) * np.tile(np.sin(azim), n_rings)], 1)])
     return verts, _polar_grid(n_rings, n_seg), uv, np.zeros(0, np.int64)
 
 
@@ -362,7 +364,8 @@ class _Fields:
 
 
 def _lip_loops(paths: dict) -> np.ndarray:
-    return np.concatenate([paths[k] for k in ("lips_outer_upper", "lips_outer_lower", "lips_inner_upper", "lips_inner_lower")])
+    return np.concatenate([paths[k] for k in ("lips_outer_upper", "lips_outer_lower",
+                                              "lips_inner_upper", "lips_inner_lower")])
 
 
 def _enclosed(topo, inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
@@ -535,7 +538,8 @@ _IDENTITY = {
                                             1.0 * f.mouth], 1),
     "cheekbones": _region_shift(42, -22, 14, 12, dz=3.0, dx=2.0),
     "brow_height": lambda v, f: np.stack([0 * v[:, 0], 2.5 * (f.brows["left"] + f.brows["right"]), 0 * v[:, 2]], 1),
-    "forehead_slope": lambda v, f: np.stack([0 * v[:, 0], 0 * v[:, 1], -5.0 * np.clip((v[:, 1] - 15.0) / 45.0, 0, 1) ** 2], 1),
+    "forehead_slope": lambda v, f: np.stack([0 * v[:, 0], 0 * v[:, 1],
+                                             -5.0 * np.clip((v[:, 1] - 15.0) / 45.0, 0, 1) ** 2], 1),
     "face_roundness": _region_shift(55, -60, 18, 25, dx=3.0, dz=2.0),
 }
 

@@ -23,7 +23,8 @@ def lip_set(mean: np.ndarray, lmk68: np.ndarray, candidates: np.ndarray, depth_t
     return np.sort(candidates[inside & near])
 
 
-def lower_set(mean: np.ndarray, lmk68: np.ndarray, candidates: np.ndarray, moved: np.ndarray | None = None) -> np.ndarray:
+def lower_set(mean: np.ndarray, lmk68: np.ndarray, candidates: np.ndarray,
+              moved: np.ndarray | None = None) -> np.ndarray:
     """Vertex indices (among ``candidates``) below the nose bottom (landmark 33), union ``moved`` (bool (L,))."""
     below = np.zeros(len(mean), bool)
     below[candidates] = mean[candidates, 1] < mean[lmk68[33], 1]

@@ -1,5 +1,6 @@
-"""Stage 1 of PersonaTalk, style-aware geometry construction (DESIGN.md 4): one module per file."""
+"""Stage 1 of PersonaTalk, style-aware geometry construction (docs/design.md, "Stage 1"): one module per file."""
 from src.models.geometry.attention import CrossAttentionBlock, SinusoidalPosition, TemporalSelfAttention
+from src.models.geometry.audio_query_injection import AudioQueryInjection
 from src.models.geometry.d_vtx import VertexDecoder
 from src.models.geometry.e_aud import AudioEncoder
 from src.models.geometry.e_vtx import VertexEncoder
@@ -10,6 +11,7 @@ from src.models.geometry.template_driving import TemplateDriving
 
 __all__ = [
     "AudioEncoder",
+    "AudioQueryInjection",
     "CrossAttentionBlock",
     "SinusoidalPosition",
     "StyleAwareGeometry",

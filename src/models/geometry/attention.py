@@ -1,4 +1,4 @@
-"""Attention building blocks shared by the stage-1 network (PersonaTalk 3.2, DESIGN.md 4): a sinusoidal
+"""Attention building blocks shared by the stage-1 network (PersonaTalk 3.2, docs/design.md, "Stage 1"): a sinusoidal
 frame-position code, a pre-norm cross-attention block, and a stack of temporal self-attention layers with
 a symmetric ALiBi distance bias.
 

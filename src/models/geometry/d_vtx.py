@@ -1,4 +1,4 @@
-"""D_vtx, the vertex decoder of PersonaTalk (paper 3.2, DESIGN.md 4): FC `D -> 3 |lower|`, lower-face
+"""D_vtx, the vertex decoder of PersonaTalk (paper 3.2, docs/design.md, "Stage 1"): FC `D -> 3 |lower|`, lower-face
 vertex offsets from the identity template, one set per frame.
 
 The last layer starts at zero, so an untrained network predicts the template itself (zero offset) and

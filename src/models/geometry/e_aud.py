@@ -1,4 +1,4 @@
-"""E_aud, the audio encoder of PersonaTalk (paper 3.2, DESIGN.md 4): HuBERT at 50 Hz, then each pair of
+"""E_aud, the audio encoder of PersonaTalk (paper 3.2, docs/design.md, "Stage 1"): HuBERT at 50 Hz, then each pair of
 50 Hz features concatenated and projected to one 25 fps frame feature A.
 
     waveform (B, N), 16 kHz  --pad-->  HuBERT  -> (B, 2T, H)  -> pairs (B, T, 2H)  -> Linear -> A (B, T, D)
@@ -21,9 +21,8 @@ from einops import rearrange
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
-SAMPLE_RATE = 16_000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from src.media.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (HuBERT's input rate is the project's)
+
 WEIGHT_FILES = (
     "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"
 )

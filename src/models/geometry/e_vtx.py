@@ -1,4 +1,4 @@
-"""E_vtx, the vertex encoder of PersonaTalk (paper 3.2, DESIGN.md 4): fully connected layers `3L -> D`.
+"""E_vtx, the vertex encoder of PersonaTalk (paper 3.2, docs/design.md, "Stage 1"): fully connected layers `3L -> D`.
 
 One instance serves twice in the stage-1 network: on the reference clip's expression vertices Vtx_exp
 (for the style code S) and on the identity template Vtx_temp (for template driving). The caller passes

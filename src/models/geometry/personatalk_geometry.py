@@ -1,10 +1,11 @@
 """StyleAwareGeometry: the stage-1 network of PersonaTalk, style-aware geometry construction (paper 3.2,
-DESIGN.md 4). Audio and a reference clip of the speaker in, lower-face vertex offsets from the speaker's
+docs/design.md, "Stage 1"). Audio and a reference clip of the speaker in, lower-face vertex offsets from the speaker's
 template out, one set per video frame.
 
     A      = E_aud(audio)                                   (B, T, D)
     S      = FC([mean_t, std_t] E_vtx(Vtx_exp_ref))         (B, D)        StyleEncoder
     X      = StyleInjection(A, S)                           (B, T, D)     X = A in the `w/o style` ablation
+                                                                           (or AudioQueryInjection)
     X      = TemplateDriving(X, E_vtx(Vtx_temp))            (B, T, D)
     X      = TemporalSelfAttention(X)                       (B, T, D)
     offset = D_vtx(X)                                       (B, T, n_lower, 3)
@@ -26,7 +27,6 @@ from src.models.geometry.d_vtx import VertexDecoder
 from src.models.geometry.e_aud import AudioEncoder
 from src.models.geometry.e_vtx import VertexEncoder
 from src.models.geometry.style import StyleEncoder
-from src.models.geometry.style_injection import StyleInjection
 from src.models.geometry.template_driving import TemplateDriving
 
 
@@ -42,7 +42,7 @@ class StyleAwareGeometry(nn.Module):
         e_aud: AudioEncoder,
         e_vtx: VertexEncoder,
         style_encoder: StyleEncoder | None,
-        style_injection: StyleInjection | None,
+        style_injection: nn.Module | None,
         template_driving: TemplateDriving,
         temporal: TemporalSelfAttention,
         d_vtx: VertexDecoder,

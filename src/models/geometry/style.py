@@ -1,4 +1,4 @@
-"""The style code S of PersonaTalk (paper 3.2, DESIGN.md 4): statistics over time of E_vtx on a reference
+"""The style code S of PersonaTalk (paper 3.2, docs/design.md, "Stage 1"): statistics over time of E_vtx on a reference
 clip's expression vertices, mapped by one FC layer.
 
     Vtx_exp_ref (B, T_ref, L, 3) --E_vtx--> (B, T_ref, D) --mean, std over time--> (B, 2D) --FC--> S (B, D)

@@ -1,10 +1,10 @@
-"""Template driving of PersonaTalk (paper 3.2, DESIGN.md 4): stylised audio features attend to the
+"""Template driving of PersonaTalk (paper 3.2, docs/design.md, "Stage 1"): stylised audio features attend to the
 speaker's identity template E_vtx(Vtx_temp), so the predicted motion is for this face shape.
 
 Q = stylised audio `(B, T, D)`; K = V = E_vtx(Vtx_temp) as one token `(B, 1, D)`, as in the paper. With a
 single key the softmax is identically 1: the block adds W_o W_v LN(template) to every frame (a learned,
 template-dependent shift, then the feed-forward block), and its query and key projections get zero
-gradient. `template_tokens > 1` (region tokens, DESIGN.md 4) would make the attention non-trivial.
+gradient. `template_tokens > 1` (region tokens, docs/design.md, "Stage 1") would make the attention non-trivial.
 
 Letters: b batch, t frames, d width.
 """

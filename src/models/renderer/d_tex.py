@@ -1,4 +1,4 @@
-"""D_tex, the geometry-aware texture decoder of PersonaTalk (paper 3.2 "Texture Decoding", DESIGN.md 5):
+"""D_tex, the geometry-aware texture decoder of PersonaTalk (paper 3.2 "Texture Decoding", docs/design.md, "Stage 2"):
 the fused latent `(B, C, h, w)`, concatenated with the target PNCC resized to h x w (so decoding keeps
 the target geometry), through two upsampling convolutions -> RGB `(B, 3, 4h, 4w)` in [0, 1].
 
@@ -38,6 +38,8 @@ class TextureDecoder(nn.Module):
     [0, 1]. `depth` 2 is the paper's decoder; `upsample` "nearest" (default) or "bilinear", each
     followed by a 3x3 convolution (no transposed convolutions: no checkerboard)."""
 
+    uses_sampled_rgb = False  # the renderer hands sampled reference pixels only to decoders that take them
+
     def __init__(self, dim: int, depth: int = 2, upsample: str = "nearest", geometry_channels: int = 3) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
@@ -62,8 +64,6 @@ class TextureDecoder(nn.Module):
             nn.LeakyReLU(0.2),
             *(ResidualConv(c_out) for _ in range(extra)),
         )
-
-    uses_sampled_rgb = False  # the renderer hands sampled reference pixels to decoders that take them
 
     def forward(self, latent: torch.Tensor, tgt_pncc: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.to_rgb(self.features(latent, tgt_pncc)))  # (B, 3, 4h, 4w)

@@ -1,5 +1,5 @@
-"""D_tex with a sampled-texture path: PersonaTalk's texture decoder (paper 3.2, DESIGN.md 5) that also reads
-the reference pixels Lip- and Face-Attention sampled (``ReferenceAttention.sample``), fused by Eq. 4 and put
+"""D_tex with a sampled-texture path: PersonaTalk's texture decoder (paper 3.2, docs/design.md, "Stage 2") that also
+reads the reference pixels Lip- and Face-Attention sampled (``ReferenceAttention.sample``), fused by Eq. 4 and put
 back at full resolution, and predicts a correction to them.
 
     x     = TextureDecoder stages(latent, G_tgt)              (B, C/2, H, W)     as d_tex.py
@@ -37,10 +37,12 @@ class SampledTextureDecoder(TextureDecoder):
         nn.init.zeros_(self.to_rgb.weight)  # starts as the sampled pixels
         nn.init.zeros_(self.to_rgb.bias)
 
-    def forward(self, latent: torch.Tensor, tgt_pncc: torch.Tensor, sampled_rgb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, tgt_pncc: torch.Tensor,
+                sampled_rgb: torch.Tensor | None = None) -> torch.Tensor:
         if sampled_rgb is None or sampled_rgb.shape != tgt_pncc.shape:
             raise ValueError(f"SampledTextureDecoder: sampled_rgb must be (B, 3, H, W) like tgt_pncc "
-                             f"{tuple(tgt_pncc.shape)}, got {None if sampled_rgb is None else tuple(sampled_rgb.shape)}")
+                             f"{tuple(tgt_pncc.shape)}, "
+                             f"got {None if sampled_rgb is None else tuple(sampled_rgb.shape)}")
         x = self.features(latent, tgt_pncc)  # (B, C/2, H, W)
         delta = self.to_rgb(torch.cat([x, sampled_rgb * 2 - 1], dim=1))  # (B, 3, H, W)
         return (sampled_rgb + delta).clamp(0.0, 1.0)  # (B, 3, H, W)

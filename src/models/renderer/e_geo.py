@@ -1,4 +1,4 @@
-"""E_geo, the geometry encoder of PersonaTalk (paper 3.2 "Geometry & Texture Encoding", DESIGN.md 5):
+"""E_geo, the geometry encoder of PersonaTalk (paper 3.2 "Geometry & Texture Encoding", docs/design.md, "Stage 2"):
 two stride-2 convolutions, a PNCC image `(B, 3, H, W)` -> geometry latent `(B, C, H/4, W/4)`.
 
 One instance encodes the target geometry G_tgt (-> Q) and every reference PNCC (-> K), so target and

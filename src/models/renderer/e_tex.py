@@ -1,4 +1,4 @@
-"""E_tex, the texture encoder of PersonaTalk (paper 3.2 "Geometry & Texture Encoding", DESIGN.md 5):
+"""E_tex, the texture encoder of PersonaTalk (paper 3.2 "Geometry & Texture Encoding", docs/design.md, "Stage 2"):
 two stride-2 convolutions, a reference frame `(B, 3, H, W)` -> texture latent `(B, C, H/4, W/4)`.
 
 Its latents are the values V of Lip- and Face-Attention: the only path by which the references' texture

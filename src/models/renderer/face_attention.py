@@ -1,4 +1,4 @@
-"""Face-Attention of PersonaTalk (paper 3.2, Eq. 4; DESIGN.md 5): samples the rest of the face (skin,
+"""Face-Attention of PersonaTalk (paper 3.2, Eq. 4; docs/design.md, "Stage 2"): samples the rest of the face (skin,
 outline, hair, background) from the face-reference frames (a window around the current frame,
 Algorithm 1). In the single-attention ablation it attends to face and lip references together.
 

@@ -1,4 +1,4 @@
-"""Lip-Attention of PersonaTalk (paper 3.2, Eq. 4; DESIGN.md 5): samples lip, teeth and mouth texture
+"""Lip-Attention of PersonaTalk (paper 3.2, Eq. 4; docs/design.md, "Stage 2"): samples lip, teeth and mouth texture
 from the lip-reference frames (chosen across the whole video by mouth opening, Algorithm 1).
 
 A `ReferenceAttention` with its own projections and positional embedding; a named class so that

@@ -1,4 +1,4 @@
-"""The shared body of E_geo and E_tex (paper 3.2 "Geometry & Texture Encoding", DESIGN.md 5): two
+"""The shared body of E_geo and E_tex (paper 3.2 "Geometry & Texture Encoding", docs/design.md, "Stage 2"): two
 stride-2 convolutions, an image `(B, 3, H, W)` in [0, 1] -> latent `(B, C, H/4, W/4)`.
 
 `3 -> C/2 -> C`, 4x4 kernels with stride 2 (exact halving for even sizes), LeakyReLU between them;

@@ -1,7 +1,7 @@
 """Decoding step: probe a video, stream its frames at a constant frame rate, read its audio (PyAV).
 
-Outputs, in memory for the next data_prep step: ``probe(path) -> VideoInfo``; ``iter_frames(path, fps)``
-yielding ``Frame(index, time_s, image)`` with ``image`` (H, W, 3) uint8 RGB, upright; and
+Outputs, in memory for the next step (tracking, training-data preparation, dubbing): ``probe(path) -> VideoInfo``;
+``iter_frames(path, fps)`` yielding ``Frame(index, time_s, image)`` with ``image`` (H, W, 3) uint8 RGB, upright; and
 ``read_audio(path, sample_rate, n_frames=, fps=)`` -> mono float32 in [-1, 1] aligned to those frames.
 Frames are decoded one at a time (never a whole video in memory).
 
@@ -34,6 +34,8 @@ from typing import Iterator, NamedTuple
 
 import av
 import numpy as np
+
+from src.media.contract import FPS, SAMPLE_RATE
 
 
 class DecodeError(ValueError):
@@ -97,7 +99,7 @@ def probe(path: str | Path) -> VideoInfo:
                      codec=stream.codec_context.name, start_s=float(start_pts * stream.time_base))
 
 
-def iter_frames(path: str | Path, fps: float = 25.0) -> Iterator[Frame]:
+def iter_frames(path: str | Path, fps: float = FPS) -> Iterator[Frame]:
     """Stream the video at ``path`` resampled to ``fps`` (see the module docstring for the rule),
     upright RGB, exactly ``n_output_frames(probe(path).duration_s, fps)`` frames."""
     rate = _rate(fps, "fps")
@@ -136,7 +138,7 @@ def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
     return rotate_upright(frame.to_ndarray(format="rgb24"), rotation)  # (H, W, 3) uint8
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000, n_frames: int | None = None,
+def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, n_frames: int | None = None,
                fps: float | None = None) -> np.ndarray | None:
     """Mono float32 audio in [-1, 1] at ``sample_rate`` on the video's timeline (module docstring);
     None when the file has no audio stream. With ``n_frames`` and ``fps`` (the output of

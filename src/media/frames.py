@@ -1,4 +1,4 @@
-"""Random access to a video's frames on the 25 fps timeline of ``data_prep.decode.iter_frames``.
+"""Random access to a video's frames on the 25 fps timeline of ``src.media.decode.iter_frames``.
 
 ``FrameReader(path).read(start, stop)`` returns output frames ``start .. stop - 1`` exactly as
 ``iter_frames(path, fps)`` yields them (same rule: output frame k shows the last source frame with
@@ -19,14 +19,15 @@ from typing import Iterator
 import av
 import numpy as np
 
-from data_prep import decode
+from src.media import decode
+from src.media.contract import FPS
 
 
 class FrameReader:
     """Frames of ``path`` at ``fps`` by output index; keeps the last ``keep`` frames read for overlapping
     reads. A context manager (closes its decoder); not thread-safe."""
 
-    def __init__(self, path: str | Path, fps: float = 25.0, keep: int = 16, max_skip: int = 50):
+    def __init__(self, path: str | Path, fps: float = FPS, keep: int = 16, max_skip: int = 50):
         self.path = Path(path)
         self.info = decode.probe(self.path)
         self.fps = fps

@@ -1,11 +1,9 @@
-"""Face tracking and cropping: MediaPipe face landmarks (478) per frame, one tracked face, face segments,
-temporally smoothed square crop boxes, and 256x256 crops with their crop transform.
+"""Face tracking: MediaPipe face landmarks (478) per frame, one tracked face, face segments and temporally
+smoothed square crop boxes (the crops themselves: ``src.tracking.crops``).
 
 Outputs of ``track_video`` (``Track``): per frame the 478 landmarks in frame pixels (NaN where no face),
 the list of face segments (frames without the tracked face cut the clip), and per frame a smoothed crop
-box ``(cx, cy, side)`` in frame pixels. ``crop_frame`` applies a box: a crop pixel ``q`` shows the frame
-pixel ``p = (cx, cy) - side / 2 + q * side / size`` (``crop_transform`` gives the 2x3 matrix frame -> crop),
-so results can be pasted back into the full frame.
+box ``(cx, cy, side)`` in frame pixels, which ``src.tracking.crops.crop_frame`` cuts out.
 
 Detection: MediaPipe's face mesh finds faces with its short-range detector, which misses small faces in
 large frames (a 1080x1920 clip with a distant speaker). When the face mesh finds nothing on the full
@@ -21,8 +19,9 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from src.tracking.crops import crop_frame
+
 N_LANDMARKS = 478
-CROP_SIZE = 256
 
 
 @dataclass
@@ -89,7 +88,8 @@ class FaceTracker:
         if not result.multi_face_landmarks:
             return []
         h, w = image.shape[:2]
-        return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32) for face in result.multi_face_landmarks]
+        return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32)
+                for face in result.multi_face_landmarks]
 
     def _roi_faces(self, image: np.ndarray) -> list[np.ndarray]:
         """Face mesh on a square region around the tracked face (or the full-range detector's pick)."""
@@ -180,32 +180,3 @@ def smooth_boxes(landmarks: np.ndarray, segments: list[tuple[int, int]], cfg: Tr
             raw = gaussian_filter1d(raw, cfg.smooth_sigma, axis=0, mode="nearest")
         boxes[start:end] = raw
     return boxes
-
-
-def crop_transform(box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """(3,) box (cx, cy, side) -> (2, 3) affine matrix taking frame pixels to crop pixels."""
-    cx, cy, side = (float(v) for v in box)
-    scale = size / side
-    return np.array([[scale, 0.0, size / 2 - scale * cx], [0.0, scale, size / 2 - scale * cy]], np.float32)
-
-
-def crop_frame(image: np.ndarray, box: np.ndarray, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the square ``box`` out of ``image`` at ``size`` x ``size`` (edges replicated beyond the frame).
-    Returns the crop and its (2, 3) frame -> crop matrix. Large boxes are first reduced with area
-    averaging, so strong downscales do not alias."""
-    matrix = crop_transform(box, size)
-    factor = int(box[2] // (2 * size))
-    if factor >= 2:
-        small = cv2.resize(image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA)
-        scaled = np.array(box, np.float64) / factor
-        crop = cv2.warpAffine(small, crop_transform(scaled, size), (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-        return crop, matrix
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return crop, matrix
-
-
-def to_crop(points: np.ndarray, box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """(N, 2) frame pixels -> crop pixels for one box."""
-    matrix = crop_transform(box, size)
-    return points @ matrix[:, :2].T + matrix[:, 2]

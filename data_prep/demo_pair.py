@@ -1,4 +1,4 @@
-"""``python -m src.inference.demo_pair SHARDS``: a held-out pair for the demo dub, printed as
+"""``python -m data_prep.demo_pair SHARDS``: a held-out pair for the demo dub, printed as
 ``VIDEO AUDIO`` (shell-quoted): a test-split clip of one speaker and a clip of another held-out speaker
 (test, else val), both from the corpus that ``data_prep.build`` turned into SHARDS (its index.json says
 where the corpus is and which shards hold each split). Used by ``make demo``.

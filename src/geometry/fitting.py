@@ -1,4 +1,4 @@
-"""Hybrid 3DMM fit of one clip to detected 2D landmarks (PersonaTalk 3.1, DESIGN.md 3).
+"""Hybrid 3DMM fit of one clip to detected 2D landmarks (PersonaTalk 3.1, docs/design.md, "Face model and fitting").
 
 Two stages, as in the paper:
 
@@ -16,8 +16,9 @@ Two stages, as in the paper:
      + lambda (||Lap_t(p)||^2 + ||Lap_t(beta)||^2)``, Laplacian = second difference along time;
    - L_reg, Eq. 2: ``sum_t ||alpha_t - mean(alpha)||^2 + ||beta_t - beta_t^init||^2 + ||p_t - p_t^init||^2``.
      The identity is ONE alpha shared by the clip, i.e. Eq. 2's first term held at zero (its limit of
-     infinite weight): the paper keeps the clip mean as the identity afterwards anyway (DESIGN.md 3),
-     and a per-frame alpha would only let identity modes soak up expression and pose error frame by frame;
+     infinite weight): the paper keeps the clip mean as the identity afterwards anyway (docs/design.md,
+     "Face model and fitting"), and a per-frame alpha would only let identity modes soak up expression and
+     pose error frame by frame;
    - priors (not in the paper, needed by a landmark-only fit): ``w_id ||alpha||^2`` (alpha ~ N(0, 1)) and
      ``w_exp ||beta_t||^2``, plus hard bounds on beta (projected after every step).
 
@@ -41,7 +42,7 @@ expression, ``E beta`` with E (478, 3, K_exp), to the landmark vertices where th
 detections (``landmark_offset``, ``expression_offset``; files and rules in
 ``src.geometry.face_models.landmark_calibration``). Since the model is linear in beta, the second part is a
 correction of the landmark rows of the expression basis. It is measured on a synthetic corpus against its
-exact ground truth (``python -m data_prep.calibrate_landmarks``), tied to the model's VERSION, zero for
+exact ground truth (``make calibrate-landmarks``), tied to the model's VERSION, zero for
 ICT-FaceKit, BFM and iBUG-68, and off for the synthetic sidecar's landmarks (the model's own vertices). The
 mesh is never changed: renders and training targets use the raw vertices.
 
@@ -50,14 +51,15 @@ constant lip shape between alpha and beta is decided by the priors, and the fitt
 rest as a per-clip offset, which stage 1 must then learn. ``w_exp`` 0.5 (was 0.002) and ``w_id`` 0.01 (was
 0.05) gave the smallest such offset on held-out synthetic speakers.
 
-Measured (procedural model, 256 px crops, MediaPipe detections, ``data_prep.build`` defaults, 160 synthetic
+Measured (procedural model, 256 px crops, MediaPipe detections, the shard builder's defaults, 160 synthetic
 clips of 40 speakers, 16,000 frames): reprojection 0.84-0.92 px per split; expression vertices vs the truth
 0.64-0.83 mm over all vertices (1.1-1.4% of the eye distance), 1.25-1.64 mm on the lower face. Before the
 expression terms and the priors (static offset, 500 steps): 1.10-1.16 mm, and the fitted mouth-opening
 amplitude was 0.62 of the truth (0.73 now, correlation 0.91 -> 0.93). On exact landmarks with 0.5 px noise
 the fit reaches the noise floor (~0.7 px).
 Speed: 100 Adam steps (the default) reach the 500-step loss within 1% and the same frame-to-frame jitter;
-a 150-frame clip fits in ~0.6 CPU-s on one thread (init ~0.35 s), ``python -m eval.speed data_prep``.
+a 150-frame clip fits in ~0.6 CPU-s on one thread (init ~0.35 s; the data-preparation speed benchmark,
+README.md).
 
 Letters: t frames, n landmarks, k modes.
 """
@@ -66,28 +68,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from src.geometry import camera
 from src.geometry.face_models import landmark_calibration as calibration
-
-LANDMARK_SETS = ("mp478", "ibug68")
-# Per-region landmark weights. The contours (eyes, brows, lips, nose) carry the semantics. MediaPipe's face
-# oval is a learned silhouette guess, vague on real faces (and 6-10 px off the procedural model's own
-# outline on its renders); its ~330 interior points ("other") are a surface parametrisation rather than
-# features, and the procedural layout places them differently (2-3 mm); the iris landmarks follow the gaze,
-# which no face model here has. iBUG's jaw line slides along the silhouette with yaw.
-DEFAULT_WEIGHTS = {"oval": 0.2, "iris": 0.1, "eyes": 1.0, "brows": 1.0, "lips": 1.0, "nose": 1.0, "other": 0.3}
+from src.geometry.landmarks import DEFAULT_WEIGHTS, LANDMARK_SETS, landmark_indices, landmark_weights, select_landmarks
 
 
 @dataclass
 class FitConfig:
     """Settings of ``initialise`` and ``fit_clip``; see the module docstring for the terms and units."""
 
-    steps: int = 100  # Adam steps over the whole clip (data_prep/README.md: 100 reach the 500-step loss within 1%)
+    steps: int = 100  # Adam steps over the whole clip (100 reach the 500-step loss within 1%)
     lr: float = 0.1  # Adam step size in pixel-equivalent units, cosine-decayed to lr_final_fraction
     lr_final_fraction: float = 0.05
     landmarks: str = "mp478"  # "mp478" (MediaPipe 478, needs fm.lmk478) or "ibug68"
@@ -101,7 +96,7 @@ class FitConfig:
     w_reg_beta: float = 0.01  # Eq. 2: ||beta_t - beta_t^init||^2 (pixel-equivalent)
     w_reg_pose: float = 0.01  # Eq. 2: ||p_t - p_t^init||^2 (pixel-equivalent)
     w_id: float = 0.01  # prior ||alpha||^2, alpha ~ N(0, 1)
-    w_exp: float = 0.5  # prior ||beta_t||^2 (data_prep/README.md: the identity / expression split of the lips)
+    w_exp: float = 0.5  # prior ||beta_t||^2 (module docstring, Priors: the identity / expression split of the lips)
     exp_bounds: tuple[float, float] | None = (0.0, 1.0)  # None: unbounded (PCA expression bases, BFM)
     signed_modes: tuple[str, ...] = ("mouth_shift",)  # modes bounded by (-hi, hi) instead
     init_rounds: int = 3  # pose <-> shape alternations of the closed-form initialisation
@@ -112,7 +107,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.landmarks must be one of {LANDMARK_SETS}, got {self.landmarks!r}")
         unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(f"FitConfig.weights has unknown regions {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+            raise ValueError(f"FitConfig.weights has unknown regions {sorted(unknown)}; "
+                             f"known: {sorted(DEFAULT_WEIGHTS)}")
         if self.steps < 0 or self.threads < 1:
             raise ValueError(f"FitConfig needs steps >= 0 and threads >= 1, got {self.steps}, {self.threads}")
 
@@ -171,7 +167,8 @@ class _Problem:
         ident = self.mean + torch.einsum("nck,k->nc", self.id_basis, alpha)  # (N, 3)
         return ident + torch.einsum("nck,tk->tnc", self.exp_basis, beta)  # (T, N, 3)
 
-    def projected(self, alpha: torch.Tensor, beta: torch.Tensor, proj: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    def projected(self, alpha: torch.Tensor, beta: torch.Tensor, proj: torch.Tensor,
+                  trans: torch.Tensor) -> torch.Tensor:
         """The landmark vertices projected by ``_affine``'s proj (T, 2, 3) and trans (T, 2): (T, 2, N) px.
         Coordinates-first, so the shape is one (T, K) @ (K, 3N) product and the projection one batched
         (2, 3) @ (3, N) product per frame: about 3x faster than the (T, N, 3) layout's einsums, which copy
@@ -200,54 +197,12 @@ class _Problem:
         return beta if self.lo is None else torch.maximum(torch.minimum(beta, self.hi), self.lo)
 
 
-def landmark_indices(fm, landmarks: str) -> torch.Tensor:
-    """The model's vertex index per landmark of the set: (478,) or (68,)."""
-    if landmarks == "ibug68":
-        return fm.lmk68
-    if bool((fm.lmk478 < 0).any()):
-        raise ValueError(f"face model {fm.name!r} has no MediaPipe-478 correspondence; fit it with landmarks='ibug68'")
-    return fm.lmk478
-
-
-def landmark_weights(landmarks: str, weights: dict) -> torch.Tensor:
-    """(N,) per-landmark weight from the per-region weights (``DEFAULT_WEIGHTS`` keys)."""
-    w = {**DEFAULT_WEIGHTS, **weights}
-    return torch.tensor([w[r] for r in landmark_regions(landmarks)], dtype=torch.float32)
-
-
-def landmark_regions(landmarks: str) -> list[str]:
-    """Region name (a ``DEFAULT_WEIGHTS`` key) of each landmark of the set."""
-    if landmarks not in LANDMARK_SETS:
-        raise ValueError(f"landmarks must be one of {LANDMARK_SETS}, got {landmarks!r}")
-    return list(_regions_mp478() if landmarks == "mp478" else _regions_ibug68())
-
-
-@functools.lru_cache(maxsize=1)
-def _regions_mp478() -> tuple[str, ...]:
-    from src.geometry.face_models.mediapipe_topology import mediapipe_topology
-
-    paths, region = mediapipe_topology().paths, ["other"] * 478
-    groups = {"oval": ("oval_",), "lips": ("lips_",), "eyes": ("right_eye", "left_eye"), "brows": ("right_brow", "left_brow")}
-    for name, prefixes in groups.items():
-        for key, path in paths.items():
-            if key.startswith(prefixes):
-                for i in path.tolist():
-                    region[i] = name
-    for i in (1, 2, 4, 5, 6, 19, 94, 98, 168, 195, 197, 327):  # nose ridge, tip and alae
-        region[i] = "nose"
-    region[468:] = ["iris"] * 10
-    return tuple(region)
-
-
-def _regions_ibug68() -> tuple[str, ...]:
-    return ("oval",) * 17 + ("brows",) * 10 + ("nose",) * 9 + ("eyes",) * 12 + ("lips",) * 20
-
-
 def _problem(fm, lmk2d, cfg: FitConfig, valid) -> _Problem:
     idx = landmark_indices(fm, cfg.landmarks)
     target = torch.as_tensor(np.asarray(lmk2d), dtype=torch.float32)
     if target.ndim != 3 or target.shape[1:] != (len(idx), 2):
-        raise ValueError(f"lmk2d must be (T, {len(idx)}, 2) pixels for landmarks={cfg.landmarks!r}, got {tuple(target.shape)}")
+        raise ValueError(f"lmk2d must be (T, {len(idx)}, 2) pixels for landmarks={cfg.landmarks!r}, "
+                         f"got {tuple(target.shape)}")
     finite = torch.isfinite(target).all(-1).all(-1)  # (T,)
     valid = finite if valid is None else torch.as_tensor(np.asarray(valid), dtype=torch.bool)
     if valid.shape != finite.shape:
@@ -276,7 +231,8 @@ def expression_offset(fm, cfg: FitConfig) -> torch.Tensor:
     """(N, 3, K_exp) change of ``landmark_offset`` per unit of each expression mode (the calibration's
     expression-dependent part; zero where it has none), added to the landmark rows of the expression basis."""
     n = len(landmark_indices(fm, cfg.landmarks))
-    return torch.from_numpy(calibration.expression_offset(fm.name, cfg.landmarks, n, fm.n_exp, cfg.landmark_calibration))
+    return torch.from_numpy(calibration.expression_offset(fm.name, cfg.landmarks, n, fm.n_exp,
+                                                          cfg.landmark_calibration))
 
 
 def _expression_bounds(fm, cfg: FitConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -301,7 +257,8 @@ def initialise(fm, lmk2d, cfg: FitConfig | None = None, valid=None) -> Coeffs:
 
 
 def _initialise(prob: _Problem, cfg: FitConfig) -> Coeffs:
-    p64 = _Problem(**{k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in vars(prob).items()})
+    p64 = _Problem(**{k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v
+                      for k, v in vars(prob).items()})
     x = p64.target[prob.valid]  # (Tv, N, 2)
     w = p64.weight / p64.weight.sum()
     alpha = torch.zeros(p64.id_basis.shape[2], dtype=torch.float64)
@@ -421,7 +378,8 @@ def fit_clip(fm, lmk2d, cfg: FitConfig | None = None, valid=None, init: Coeffs |
         params = {k: v.detach().clone().requires_grad_(True) for k, v in scales.to_params(init).items()}
         anchor = {k: v.detach().clone() for k, v in params.items()}
         opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)  # the first in a process imports torch._dynamo (~4 s)
-        decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * cfg.lr_final_fraction)
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1),
+                                                           eta_min=cfg.lr * cfg.lr_final_fraction)
         for _ in range(cfg.steps):
             opt.zero_grad(set_to_none=True)
             _objective(prob, scales, params, anchor, cfg)[0].backward()
@@ -504,34 +462,12 @@ def _checked(init: Coeffs, fm, n_frames: int) -> Coeffs:
     return Coeffs(*(torch.as_tensor(getattr(init, k), dtype=torch.float32) for k in want))
 
 
-# -------------------------------------------------------------------------------------- reports --
-
-def vertex_error_mm(fm, beta_fit, beta_true, region: str = "lower") -> float:
-    """Mean L2 distance in mm between expression-only vertices M(0, beta, 0) of two (T, K_exp) tracks,
-    over the ``lower`` face vertices or ``all``."""
-    diff = _expression_diff(fm, beta_fit, beta_true, region)  # (T, L', 3)
-    return float(diff.norm(dim=-1).mean()) * fm.units_to_mm
-
-
-def expression_jitter_mm(fm, beta_fit, beta_true, region: str = "lower") -> float:
-    """Frame-to-frame jitter: mean L2 (mm) of the difference between fitted and true expression-vertex
-    velocities, (v_t+1 - v_t)_fit - (v_t+1 - v_t)_true, over the region's vertices."""
-    diff = _expression_diff(fm, beta_fit, beta_true, region)
-    return float((diff[1:] - diff[:-1]).norm(dim=-1).mean()) * fm.units_to_mm
-
-
-def eye_distance_mm(fm) -> float:
-    """Distance between the eye centres (iBUG-68 landmarks 36-41 and 42-47) of the mean face, in mm."""
-    lmk = fm.mean[fm.lmk68]
-    return float((lmk[36:42].mean(0) - lmk[42:48].mean(0)).norm()) * fm.units_to_mm
-
-
-def _expression_diff(fm, beta_fit, beta_true, region: str) -> torch.Tensor:
-    if region not in ("lower", "all"):
-        raise ValueError(f"region must be 'lower' or 'all', got {region!r}")
-    fit, true = (torch.as_tensor(np.asarray(b), dtype=torch.float32) for b in (beta_fit, beta_true))
-    if fit.shape != true.shape:
-        raise ValueError(f"beta_fit {tuple(fit.shape)} and beta_true {tuple(true.shape)} differ in shape")
-    diff = fm.exp_basis.float() @ (fit - true).T  # (L, 3, T): the model is linear in beta
-    diff = diff.permute(2, 0, 1)  # (T, L, 3)
-    return diff[:, fm.lower] if region == "lower" else diff
+def fit_landmarks(fm, lmk: np.ndarray, fit_cfg: FitConfig, exact: bool = False) -> tuple[torch.Tensor, FitConfig]:
+    """The tracker's MediaPipe-478 landmarks (T, 478, 2) and the fit settings for this face model: all 478 where
+    the model has that correspondence (the procedural model), else their iBUG-68 subset (ICT-FaceKit, BFM).
+    ``exact``: the landmarks are the model's own vertices (the synthetic sidecar), so no detector calibration
+    applies."""
+    if exact:
+        fit_cfg = replace(fit_cfg, landmark_calibration=None)
+    selected, name = select_landmarks(fm, lmk)
+    return torch.from_numpy(np.ascontiguousarray(selected)), replace(fit_cfg, landmarks=name)

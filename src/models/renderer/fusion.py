@@ -1,0 +1,45 @@
+"""How the renderer's attentions are combined: the contract of the injected ``attention`` module of
+``DualAttentionRenderer`` (docs/design.md, "Stage 2"). One variant per file, so each Table 4 ablation is one
+``_target_`` swap (experiments/model/net/attention/):
+
+    dual_fusion.DualAttentionFusion        Lip- and Face-Attention, fused by Eq. 4 (the paper)
+    single_attention.SingleAttention       one cross-attention over face and lip references together
+    lip_attention_only.LipAttentionOnly    Lip-Attention only (w/o Face-Attention)
+    face_attention_only.FaceAttentionOnly  Face-Attention only (w/o Lip-Attention)
+
+A variant says which references it reads (``uses_face_refs``, ``uses_lip_refs``) and whether it needs the
+target's lip mask, and maps
+
+    q_geo (B, C, h, w), {kind: E_geo(ref PNCCs) (B, N, C, h, w)}, {kind: E_tex(ref frames) (B, N, C, h, w)},
+    {kind: ref pixels (B, N, 48, h, w)} or None, lip mask (B, 1, H, W) or None
+    -> fused latent (B, C, h, w), sampled pixels at full resolution (B, 3, H, W) or None
+
+for kind in "face" and "lip". The sampled pixels come back only when pixels went in (a sampled-texture
+decoder asks for them).
+
+Letters: b batch, n reference frames, c width, h w latent rows and columns.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Refs = dict[str, torch.Tensor]
+
+
+class ReferenceFusion(nn.Module):
+    """Base of the variants: their flags and the shared pixel unshuffling (see the module docstring)."""
+
+    uses_face_refs: bool = True
+    uses_lip_refs: bool = True
+    needs_lip_mask: bool = False
+
+    @staticmethod
+    def full_resolution(pixels: torch.Tensor | None) -> torch.Tensor | None:
+        """Sampled 4x4 patches (B, 48, h, w) -> an image (B, 3, 4h, 4w); None stays None."""
+        return None if pixels is None else F.pixel_shuffle(pixels, 4)
+
+    def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
+                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError

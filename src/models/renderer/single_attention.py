@@ -1,0 +1,28 @@
+"""Table 4's "single attention" ablation (docs/design.md, "Stage 2"): one cross-attention over the face and lip
+references together, with no lip mask.
+
+    fused, px = Attn(g_tgt, [g_f, g_l], [f_f, f_l], [p_f, p_l])   (B, C, h, w), (B, 48, h, w)
+
+Letters: b batch, n reference frames (face then lip), c width, h w latent rows and columns.
+"""
+from __future__ import annotations
+
+import torch
+
+from src.models.renderer.attention import ReferenceAttention
+from src.models.renderer.fusion import ReferenceFusion, Refs
+
+
+class SingleAttention(ReferenceFusion):
+    """One ``ReferenceAttention`` over all references (face references first, then lip references)."""
+
+    def __init__(self, attention: ReferenceAttention) -> None:
+        super().__init__()
+        self.attention, self.dim = attention, attention.dim
+
+    def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
+                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        both = [None if refs is None else torch.cat([refs["face"], refs["lip"]], dim=1)  # (B, N_f + N_l, ...)
+                for refs in (ref_geo, ref_tex, ref_pixels)]
+        fused, pixels = self.attention.sample(q_geo, *both)  # (B, C, h, w), (B, 48, h, w) | None
+        return fused, self.full_resolution(pixels)
