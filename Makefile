@@ -16,13 +16,14 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test lint demo stage1-scale calibrate-landmarks clean distclean install-hash
+.PHONY: help install test lint demo demo-real stage1-scale calibrate-landmarks clean distclean install-hash
 
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
 	@echo "make test      lint, then run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
 	@echo "make lint      ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
+	@echo "make demo-real real faces (../shared/data/real): shards, render_real, the U-Net baseline, eval.reconstruct"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
 	@echo "make calibrate-landmarks  re-make the procedural model's MediaPipe landmark calibration (after changing the model)"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
@@ -89,6 +90,34 @@ demo: install
 	@echo "stage 2:     $(DEMO)/render/ (checkpoints/last.ckpt; side-by-side samples/step_*.png: face ref | lip refs | target PNCC | nearest ref | prediction | truth)"
 	@echo "dub:         $(DEMO)/dub.mp4 (demo weights, trained for minutes: see the warning above)"
 	@echo "benchmark:   $(DEMO)/benchmark/benchmark.md (.csv, .json)"
+
+# Real faces (needs the shared test material, REAL_DATA; never committed, never published): shards of the 73 real
+# clips with their person labels (train / val people disjoint; clips without speech kept for stage 2) ->
+# experiment=render_real (128 px) -> the Wav2Lip-style U-Net baseline on the same data and budget ->
+# eval.reconstruct on the val people against both and the nearest-reference copy, with contact sheets.
+# Every step resumes or skips what is done. Times measured on 2 cores: README, "Real faces".
+REAL := $(DEMO)/real
+REAL_DATA ?= ../shared/data/real
+REAL_RENDER_STEPS ?= 2500
+# frames on each side of the target left out of the references (render_real's data.exclude_window)
+REAL_WINDOW ?= 12
+
+demo-real: install
+	@test -f $(REAL_DATA)/MANIFEST.tsv || { echo "make demo-real: $(REAL_DATA)/MANIFEST.tsv not found: the real clips \
+	live outside the repository (set REAL_DATA=DIR)"; exit 2; }
+	$(PY) -m data_prep.build --source folder --root $(REAL_DATA) --labels $(REAL_DATA)/MANIFEST.tsv --allow-no-audio \
+		--out $(REAL)/shards --workers 2
+	$(PY) -m src.train experiment=render_real data.root=$(REAL)/shards trainer.max_steps=$(REAL_RENDER_STEPS) \
+		ckpt_path=last hydra.run.dir=$(REAL)/render
+	$(PY) -m src.train experiment=render_unet_baseline data.root=$(REAL)/shards trainer.max_steps=$(REAL_RENDER_STEPS) \
+		ckpt_path=last hydra.run.dir=$(REAL)/unet
+	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
+		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
+		--exclude-window $(REAL_WINDOW) --out $(REAL)/reconstruct
+	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
+	@echo "stage 2 (real):  $(REAL)/render/checkpoints/last.ckpt (samples/: held-out people)"
+	@echo "U-Net baseline:  $(REAL)/unet/checkpoints/last.ckpt"
+	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip)"
 
 # Stage 1 at the data scale its held-out target needs (lip vertex error at most half the mean-expression
 # baseline on held-out speakers and clips): 480 speakers x 4 clips (speaker split 352 train / 56 val / 72 test),

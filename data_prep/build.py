@@ -1,7 +1,8 @@
 """Raw talking-head video -> WebDataset shards:
 
     python -m data_prep.build --source {voxceleb2,celebvhq,vfhq,hdtf,folder,synthetic} --root PATH --out SHARDS
-        [--test-list FILE] [--val 0.1 --test 0.1] [--workers N] [--executor local|ray]
+        [--test-list FILE] [--labels FILE] [--allow-no-audio] [--val 0.1 --test 0.1]
+        [--workers N] [--executor local|ray]
         [--face-model procedural|ict:PATH|bfm:PATH] [--landmarks detector|sidecar] [--quality CONFIG.yaml]
         [--hyperiqa WEIGHTS] [--min-seconds 2] [--shard-size 200] [--limit N]
 
@@ -39,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--root", required=True, type=Path, help="the dataset's folder, in its own layout")
     p.add_argument("--out", required=True, type=Path, help="shard folder")
     p.add_argument("--test-list", type=Path, help="HDTF: file naming the test videos (one per line)")
+    p.add_argument("--labels", type=Path, help="folder: a .tsv/.csv with columns file, person [, split, hard]: the "
+                   "person is the speaker, a split column fixes the clip's split")
+    p.add_argument("--allow-no-audio", action="store_true", help="keep clips without speech audio (no track, or an "
+                   "all-zero one) with zero audio, marked has_audio=false: stage 2 trains on them, stage 1 skips them")
     p.add_argument("--split-by", default="speaker", choices=["speaker"], help="speaker-disjoint splits")
     p.add_argument("--val", type=float, default=0.1, help="fraction of speakers for validation")
     p.add_argument("--test", type=float, default=0.1, help="fraction of speakers for test")
@@ -80,6 +85,7 @@ def make_config(args: argparse.Namespace):
                          "(see experiments/data_prep/quality.yaml)")
     min_seconds = args.min_seconds if args.min_seconds is not None else qcfg["filter"].get("min_frames", 50) / FPS
     cfg = ProcessConfig(face_model=args.face_model, landmarks=args.landmarks, min_seconds=min_seconds,
+                        require_audio=not args.allow_no_audio,
                         thresholds=qcfg["filter"]["thresholds"], scorers=qcfg.get("scorers", {}),
                         hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
     if args.fit_steps is not None:
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = make_config(args)
     check_face_model(cfg)
-    clips = list_clips(args.source, args.root, test_list=args.test_list)[: args.limit]
+    clips = list_clips(args.source, args.root, test_list=args.test_list, labels=args.labels)[: args.limit]
     if not clips:
         raise FileNotFoundError(f"no {args.source} clips found under {args.root}")
     work = args.out / "work"

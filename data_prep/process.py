@@ -35,6 +35,9 @@ from src.tracking.tracker import Track, TrackConfig, face_segments, smooth_boxes
 class ProcessConfig:
     face_model: str = "procedural"
     landmarks: str = "detector"  # or "sidecar": the synthetic corpus' ground-truth landmarks (synthetic only)
+    # False keeps clips without speech audio (no stream, or all zeros) with zero audio and "has_audio": false in
+    # their meta: stage 2 needs no audio, stage 1 skips them
+    require_audio: bool = True
     min_seconds: float = 2.0
     quality_samples: int = 16  # crops per segment given to the quality scorers
     thresholds: dict = field(default_factory=dict)  # criterion -> [min, max] (None = open)
@@ -54,8 +57,10 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
               "segments_removed": 0}
     info = decode.probe(clip.path)
     report["video"] = {"size": [info.width, info.height], "fps": info.fps, "seconds": info.duration_s}
-    if not info.has_audio:
-        report["removed"].append("no_audio")
+    audio = decode.read_audio(clip.path, SAMPLE_RATE) if info.has_audio else None
+    silent = audio is None or not np.any(audio)  # no stream, or an all-zero track
+    if silent and cfg.require_audio:
+        report["removed"].append("no_audio" if audio is None else "silent_audio")
         return [], report
     track = track_clip(clip, cfg)
     report["frames"], report["face_frames"] = len(track.landmarks), int(track.found.sum())
@@ -67,8 +72,11 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
     report["segments_removed"] += len(track.segments) - len(long_enough)
     if not long_enough:
         return [], report
-    audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
-    audio = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)  # as stored in the shards
+    if silent:  # kept for stage 2 only (require_audio off): zero samples, and the meta says so
+        audio = np.zeros(round(len(track.landmarks) * SAMPLES_PER_FRAME), np.int16)
+    else:
+        audio = decode.read_audio(clip.path, SAMPLE_RATE, n_frames=len(track.landmarks), fps=FPS)
+        audio = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)  # as stored in the shards
     segments = _crop_segments(clip.path, track, long_enough, cfg.quality_samples)  # [(mp4, crops, frames)]
     scorers = build_scorers(json.dumps(cfg.scorers, sort_keys=True), cfg.hyperiqa)
     check = quality.QualityFilter(cfg.thresholds, cfg.min_frames)
@@ -85,7 +93,7 @@ def process_clip(clip: ClipSource, cfg: ProcessConfig, fm) -> tuple[list[dict[st
             continue
         key = safe_key(f"{clip.key}/seg{k:02d}")
         sample, meta = _sample(clip, cfg, fm, key, (start, end), video_bytes, audio, lmk, track.boxes[start:end],
-                               scores)
+                               scores, silent)
         samples.append(sample)
         report["samples"].append(meta)
     return samples, report
@@ -182,7 +190,7 @@ class SegmentWriter:
         return self.buffer.getvalue(), np.stack(self.kept), self.kept_frames
 
 
-def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) -> tuple[dict, dict]:
+def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores, silent) -> tuple[dict, dict]:
     start, end = span
     result = fit_clip(fm, *fit_landmarks(fm, lmk, cfg.fit, exact=cfg.landmarks == "sidecar"))
     beta = result.beta.detach().numpy().astype(np.float32)
@@ -190,6 +198,8 @@ def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) ->
             "n_frames": end - start, "fps": float(FPS), "sample_rate": SAMPLE_RATE, "crop_size": CROP_SIZE,
             "face_model": fm.name, "quality": {k: round(float(v), 4) for k, v in scores.items()},
             "reprojection_px": round(float(np.nanmean(result.reproj_px.numpy())), 4), **clip_split(clip)}
+    if silent:
+        meta["has_audio"] = False
     meta["iod_px"] = round(float(np.linalg.norm(lmk[:, 33] - lmk[:, 263], axis=-1).mean()), 3)  # outer eye corners
     meta["reprojection_pct_iod"] = round(100 * meta["reprojection_px"] / meta["iod_px"], 4)
     meta.update(_ground_truth_error(clip, fm, beta, start, end))
@@ -202,8 +212,10 @@ def _sample(clip, cfg, fm, key, span, video_bytes, audio, lmk, boxes, scores) ->
 
 
 def clip_split(clip: ClipSource) -> dict:
-    """A split fixed by the dataset (e.g. HDTF's test list), if any."""
-    return {"fixed_split": clip.meta["split"]} if "split" in clip.meta else {}
+    """A split fixed by the dataset (e.g. HDTF's test list, a labels file), if any, and what makes a labelled
+    clip hard."""
+    labels = {"fixed_split": clip.meta["split"]} if "split" in clip.meta else {}
+    return labels | ({"hard": clip.meta["hard"]} if clip.meta.get("hard") else {})
 
 
 def _ground_truth_error(clip: ClipSource, fm, beta: np.ndarray, start: int, end: int) -> dict:

@@ -20,9 +20,13 @@ Layouts (``root`` is the folder passed as ``--root``):
   frames raise NotImplementedError. Clips without an annotation use what their name says.
 * hdtf ``root/**/<NAME>_NNN.<video ext>`` (WDA_KatieHill_000.mp4); speaker = NAME. ``test_list``
   (one video name per line, extension optional) sets ``meta["split"] = "test"``.
-* folder: every video (mp4, mov, mkv, avi, webm, m4v) under root; speaker = its folder relative to
+* folder: every video (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) under root; speaker = its folder relative to
   root (the file stem for files directly in root). Characters outside ``[A-Za-z0-9_+-]`` become ``_``
-  in keys.
+  in keys. With ``labels`` (a .tsv or .csv with a header naming ``file`` and ``person``, optionally ``split``
+  and ``hard``; ``real/MANIFEST.tsv`` of the shared test material is one) the person column is the speaker,
+  a ``split`` of train / val / test fixes the clip's split (so people stay disjoint across splits), and a
+  non-empty ``hard`` is kept in the clip's meta; ``file`` is the path relative to root (or the bare file
+  name), and every video under root must be listed.
 * synthetic: ``python -m data_prep.synthetic`` output, the VoxCeleb2 layout with a sidecar
   ``NNNNN.json`` next to each mp4; speaker = idNNNNN, ``meta["sidecar"]`` = its path.
 """
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 SOURCES = ("voxceleb2", "celebvhq", "vfhq", "hdtf", "folder", "synthetic")
 _SAFE = re.compile(r"[A-Za-z0-9_+\-]+")
 _VOX_PREFIXES = {(), ("dev",), ("test",), ("mp4",), ("dev", "mp4"), ("test", "mp4")}
@@ -53,8 +57,10 @@ class ClipSource:
     meta: dict = field(default_factory=dict, hash=False)
 
 
-def list_clips(source: str, root: str | Path, test_list: str | Path | None = None) -> list[ClipSource]:
-    """The clips of dataset ``source`` (one of SOURCES) under ``root``, sorted by key."""
+def list_clips(source: str, root: str | Path, test_list: str | Path | None = None,
+               labels: str | Path | None = None) -> list[ClipSource]:
+    """The clips of dataset ``source`` (one of SOURCES) under ``root``, sorted by key; ``labels``: the person
+    (and split) of each video of a ``folder`` source (module docstring)."""
     readers = {"voxceleb2": _voxceleb2, "celebvhq": _celebvhq, "vfhq": _vfhq, "hdtf": _hdtf,
                "folder": _folder, "synthetic": _synthetic}
     if source not in readers:
@@ -64,7 +70,14 @@ def list_clips(source: str, root: str | Path, test_list: str | Path | None = Non
         raise FileNotFoundError(f"root for source {source!r} is not a folder: {root}")
     if test_list is not None and source != "hdtf":
         raise ValueError(f"test_list is only read for source 'hdtf', got it for {source!r}")
-    clips = readers[source](root, test_list) if source == "hdtf" else readers[source](root)
+    if labels is not None and source != "folder":
+        raise ValueError(f"labels are only read for source 'folder', got them for {source!r}")
+    if source == "hdtf":
+        clips = readers[source](root, test_list)
+    elif source == "folder":
+        clips = _folder(root, labels)
+    else:
+        clips = readers[source](root)
     return _checked(clips, source)
 
 
@@ -275,14 +288,68 @@ def _hdtf_test_names(test_list: str | Path | None, names: set[str]) -> set[str]:
     return listed
 
 
-def _folder(root: Path) -> list[ClipSource]:
+def _folder(root: Path, labels: str | Path | None = None) -> list[ClipSource]:
     videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
     if not videos:
         raise _no_clips("folder", root, f"video files ({', '.join(VIDEO_EXTS)}) anywhere under root")
+    rows = None if labels is None else read_labels(labels, root, videos)
     clips = []
     for path in videos:
         rel = path.relative_to(root)
         speaker = rel.parent.as_posix() if rel.parent != Path(".") else path.stem
+        meta = {}
+        if rows is not None:
+            row = rows[path]
+            speaker = row["person"]
+            meta = {k: row[k] for k in ("split", "hard") if row.get(k)}
         key = "/".join(re.sub(r"[^A-Za-z0-9_+\-]", "_", part) for part in rel.with_suffix("").parts)
-        clips.append(ClipSource(f"folder/{key}", path, speaker, "folder", {}))
+        clips.append(ClipSource(f"folder/{key}", path, speaker, "folder", meta))
     return clips
+
+
+LABEL_SPLITS = ("train", "val", "test")
+
+
+def read_labels(labels: str | Path, root: Path, videos: list[Path]) -> dict[Path, dict[str, str]]:
+    """{video: its row} from a labels table (``file``, ``person``, optional ``split`` and ``hard``), checked: every
+    video listed once, every listed file present, splits one of train / val / test."""
+    import csv
+
+    labels = Path(labels)
+    if not labels.is_file():
+        raise FileNotFoundError(f"--labels {labels}: no such file")
+    with open(labels, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if labels.suffix.lower() == ".tsv" else ",")
+        missing = {"file", "person"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"--labels {labels}: the header must name the columns file and person (and optionally "
+                             f"split, hard); missing {sorted(missing)}, found {reader.fieldnames}")
+        table = list(reader)
+    by_name = {p.relative_to(root).as_posix(): p for p in videos} | {p.name: p for p in videos}
+    rows, errors = {}, []
+    for line, row in enumerate(table, start=2):
+        name, person = (row.get("file") or "").strip(), (row.get("person") or "").strip()
+        split = (row.get("split") or "").strip()
+        path = by_name.get(name)
+        if path is None:
+            errors.append(f"line {line}: {name!r} is not a video under {root}")
+        elif not person:
+            errors.append(f"line {line}: {name!r} has no person")
+        elif split and split not in LABEL_SPLITS:
+            errors.append(f"line {line}: split must be one of {LABEL_SPLITS} or empty, got {split!r}")
+        elif path in rows:
+            errors.append(f"line {line}: {name!r} is listed twice")
+        else:
+            rows[path] = {"person": person, "split": split, "hard": (row.get("hard") or "").strip()}
+    unlisted = [p.relative_to(root).as_posix() for p in videos if p not in rows]
+    if unlisted:
+        errors.append(f"{len(unlisted)} video(s) under {root} not in the labels, e.g. {unlisted[:3]}")
+    if errors:
+        raise ValueError(f"--labels {labels}: " + "; ".join(errors[:10]))
+    splits = {}
+    for row in rows.values():
+        splits.setdefault(row["person"], set()).add(row["split"] or None)
+    mixed = sorted(person for person, s in splits.items() if len(s) > 1)
+    if mixed:
+        raise ValueError(f"--labels {labels}: a person must stay in one split; {mixed[:5]} are in several")
+    return rows

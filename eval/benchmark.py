@@ -1,4 +1,5 @@
-"""Benchmark (paper 4.2, Table 1): generated videos against ground truth, all eight metrics, one table.
+"""Benchmark (paper 4.2, Table 1): generated videos against ground truth, the eight metrics of Table 1 (CSIM also
+with dlib's ResNet), one table.
 
     python -m eval.benchmark --split hdtf|synthetic|NAME --method ours=DIR [--method wav2lip=DIR ...]
         [--gt DIR] [--test-list FILE] [--hdtf-root DIR] [--shards DIR] [--corpus DIR]
@@ -62,7 +63,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", action="append", default=[], metavar="KEY=PATH", help="a weight file (eval/weights.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. scoring.chunk=8")
-    p.add_argument("--metrics", nargs="+", choices=METRICS, help="score only these (default: all eight)")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, help="score only these (default: all nine)")
     p.add_argument("--allow-missing", action="store_true",
                    help="leave out metrics whose weight files are missing (the table lists them) instead of failing")
     p.add_argument("--device", help="auto, cpu or cuda (default: scoring.device)")

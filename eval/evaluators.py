@@ -18,7 +18,9 @@ from torch import nn
 
 from eval.weights import METRIC_WEIGHTS
 
-METRICS = ("ssim", "psnr", "fid", "lmd", "sync", "lpips", "csim", "stylesim")  # paper Table 1 order
+# paper Table 1 order; csim_dlib: CSIM with dlib's ResNet, whose weights install with the packages, beside the
+# paper's ArcFace (or facenet) CSIM, so CSIM is never "not computed" out of the box
+METRICS = ("ssim", "psnr", "fid", "lmd", "sync", "lpips", "csim", "csim_dlib", "stylesim")
 BUILT_IN = {"ssim": "torchmetrics SSIM (11x11 Gaussian, sigma 1.5), per frame",
             "psnr": "per-frame PSNR, data range 1",
             "lmd": "MediaPipe FaceMesh 40 lip points, mean L2 / GT inter-ocular distance (33-263)"}  # no weights
@@ -32,6 +34,7 @@ class Evaluators:
     lpips: nn.Module | None = None  # (B, 3, H, W) pairs in [0, 1] -> (B,) distances
     fid: nn.Module | None = None  # (B, 3, H, W) in [0, 1] -> (B, D) features
     csim: nn.Module | None = None  # (B, 3, H, W) in [0, 1] (+ (B, 5, 2) points) -> (B, D) embeddings
+    csim_dlib: nn.Module | None = None  # dlib's ResNet: the same contract
     sync: Callable[[], object] | None = None  # -> a fresh SyncScore metric
     stylesim: Callable[[], object] | None = None  # -> a fresh StyleSim metric
     expression: Callable | None = None  # (T, 478, 2) landmarks -> (T, L, 3) expression vertices, mm
@@ -70,7 +73,8 @@ def build_evaluators(metrics: list[str], weights: Mapping[str, str | None], scor
     if "lmd" not in metrics:
         ev.lmd = False
         del ev.variants["lmd"]
-    builders = {"lpips": _lpips, "fid": _fid, "csim": _csim, "sync": _sync, "stylesim": _stylesim}
+    builders = {"lpips": _lpips, "fid": _fid, "csim": _csim, "csim_dlib": _csim_dlib, "sync": _sync,
+                "stylesim": _stylesim}
     for metric in metrics:
         if metric in builders:
             builders[metric](ev, weights, scoring)
@@ -101,6 +105,17 @@ def _csim(ev: Evaluators, weights, scoring) -> None:
         ev.csim = build_facenet(weights["facenet_vggface2"],
                                 float(scoring.get("csim_face_fraction", 0.7))).to(ev.device)
     ev.variants["csim"] = ev.csim.variant
+
+
+def _csim_dlib(ev: Evaluators, weights, scoring) -> None:
+    from eval.metrics.csim import DlibEmbedder
+
+    try:
+        ev.csim_dlib = DlibEmbedder()
+    except (ModuleNotFoundError, FileNotFoundError) as err:  # the packages are dependencies; said, not hidden
+        ev.skipped["csim_dlib"] = str(err)
+        return
+    ev.variants["csim_dlib"] = ev.csim_dlib.variant + ", on the ground truth's five MediaPipe points"
 
 
 def _sync(ev: Evaluators, weights, scoring) -> None:

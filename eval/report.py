@@ -19,10 +19,11 @@ from eval.evaluators import METRICS
 # table column -> (summary key, header, decimals)
 COLUMNS = {"ssim": ("ssim", "SSIM↑", 3), "psnr": ("psnr", "PSNR↑", 3), "fid": ("fid", "FID↓", 3),
            "lmd": ("lmd", "LMD↓", 4), "sync": ("sync_conf", "SyncScore↑", 3), "lpips": ("lpips", "LPIPS↓", 3),
-           "csim": ("csim", "CSIM↑", 3), "stylesim": ("stylesim", "StyleSim↑", 3)}
+           "csim": ("csim", "CSIM↑", 3), "csim_dlib": ("csim_dlib", "CSIM (dlib ResNet)↑", 3),
+           "stylesim": ("stylesim", "StyleSim↑", 3)}
 ROW_KEYS = ("method", "video", "speaker", "frames_gen", "frames_gt", "frames_used", "rescaled", "ssim", "psnr",
             "lmd", "lmd_missing_gen", "sync_conf", "sync_offset", "lse_d", "sync_skipped", "lpips", "csim",
-            "stylesim")
+            "csim_dlib", "stylesim")
 NOTES = (
     "Self-dubbing: each video is driven by its own audio; the GT row scores the real video the same way "
     "(SSIM, PSNR, FID, LMD, LPIPS and CSIM of GT against itself are trivially best; its SyncScore and "

@@ -89,12 +89,14 @@ def _frame_metrics(ev: Evaluators) -> dict:
         metrics["lpips"] = LPIPSScore(ev.lpips)
     if ev.csim is not None:
         metrics["csim"] = CSIM(ev.csim)
+    if ev.csim_dlib is not None:
+        metrics["csim_dlib"] = CSIM(ev.csim_dlib)
     return {k: m.to(ev.device) for k, m in metrics.items()}
 
 
 def _update_frame_metrics(metrics: dict, gen: torch.Tensor, ref: torch.Tensor, gt_landmarks: np.ndarray) -> None:
     for name, metric in metrics.items():
-        if name == "csim":
+        if name in ("csim", "csim_dlib"):
             metric.update(gen, ref, torch.from_numpy(five_points(gt_landmarks)))
         else:
             metric.update(gen, ref)
@@ -136,7 +138,8 @@ def summarise(rows: list[dict], fids: Mapping[str, FID], methods: list[str]) -> 
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         out = {"videos": len(mine), "frames": sum(r["frames_used"] for r in mine)}
-        for key in ("ssim", "psnr", "lmd", "sync_conf", "sync_offset", "lse_d", "lpips", "csim", "stylesim"):
+        for key in ("ssim", "psnr", "lmd", "sync_conf", "sync_offset", "lse_d", "lpips", "csim", "csim_dlib",
+                    "stylesim"):
             values = [r[key] for r in mine if r.get(key) is not None and not math.isnan(r[key])]
             if values:
                 out[key] = float(np.mean(values))

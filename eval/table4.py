@@ -24,7 +24,7 @@ from eval.report import atomic_write, ordered_methods, table_markdown
 from eval.splits import match_generated
 from eval.weights import REPO_ROOT, MissingWeightsError
 
-TABLE4_METRICS = ["lpips", "csim", "stylesim"]
+TABLE4_METRICS = ["lpips", "csim", "csim_dlib", "stylesim"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -103,7 +103,10 @@ RENDER_TEST_OVERRIDES = ["data.image_size=32", "data.batch_size=2", "data.num_wo
                          "data.eval_n_lip=7", "model.net.e_geo.dim=16", "model.perceptual=null", "model.w_perceptual=0",
                          "model.lpips_metric.backbone_weights=null"]
 RENDER_EXPERIMENTS = ["render_dual_attn", "render_single_attn", "render_no_lip_attn", "render_no_face_attn",
-                      "render_random_refs", "render_demo"]
+                      "render_random_refs", "render_demo", "render_real"]
+# the U-Net baseline has no E_geo: a narrow, shallow U-Net instead
+UNET_TEST_OVERRIDES = [o for o in RENDER_TEST_OVERRIDES if not o.startswith("model.net.")] + [
+    "model.net.width=8", "model.net.depth=2", "model.net.max_width=16"]
 
 
 def _render_overrides(shards: Path) -> list[str]:
@@ -120,3 +123,8 @@ def _make_render_fixture(name: str):
 
 for _name in RENDER_EXPERIMENTS:
     globals()[f"experiment_{_name}_overrides"] = _make_render_fixture(_name)
+
+
+@pytest.fixture
+def experiment_render_unet_baseline_overrides(synthetic_shards) -> list[str]:
+    return [f"data.root='{synthetic_shards}'", *UNET_TEST_OVERRIDES]

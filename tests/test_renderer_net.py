@@ -326,3 +326,45 @@ def test_renderer_input_errors():
         renderer(**dict(batch, face_ref_pncc=torch.rand(2, 2, 3, S, S)))
     with pytest.raises(ValueError, match="tgt_pncc must be"):
         renderer(**dict(batch, tgt_pncc=torch.rand(2, 3, 30, 30)))
+
+
+# ----- the geometric correspondence term -----
+
+
+def test_correspondence_adds_minus_gamma_half_squared_pncc_distance_to_the_logits():
+    from src.models.renderer.correspondence import GeometricCorrespondence
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, HEADS, 6, 8, generator=g), torch.randn(2, HEADS, 10, 8, generator=g)
+    p_t, p_r = torch.rand(2, 6, 3, generator=g), torch.rand(2, 10, 3, generator=g)
+    corr = GeometricCorrespondence(HEADS, gamma=50.0)
+    scale = 8 ** -0.5
+    q2, k2 = corr.extend(q, k, p_t, p_r, scale)
+    logits, plain = (q2 @ k2.transpose(-1, -2)) * scale, (q @ k.transpose(-1, -2)) * scale
+    expected = plain - 25.0 * (p_t[:, None, :, None] - p_r[:, None, None]).square().sum(-1)  # (B, nh, T, S)
+    # equal up to a constant per query, which softmax ignores
+    torch.testing.assert_close(logits.softmax(-1), expected.softmax(-1), atol=1e-5, rtol=1e-4)
+
+
+def test_correspondence_lets_attention_find_a_moved_surface_point():
+    """The reference is the target's own cells shifted by two cells: with the correspondence term the sampled pixels
+    come back in place (the positional prior alone would copy the shifted image)."""
+    from src.models.renderer.correspondence import GeometricCorrespondence
+
+    torch.manual_seed(0)
+    h = w = 8
+    colours = torch.rand(1, 3, h, w)  # distinct PNCC colours per cell
+    pixels = torch.rand(1, 48, h, w)
+
+    def shifted(x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, 2, dims=-1)
+
+    q_geo, ref = torch.zeros(1, C, h, w), torch.zeros(1, 1, C, h, w)
+    cases = ((None, True, 400.0), (GeometricCorrespondence(HEADS, gamma=5000.0), False, 0.5))
+    for corr, expect_shift, pos_scale in cases:
+        attn = ReferenceAttention(C, HEADS, (h, w), pos_scale=pos_scale, correspondence=corr)
+        _, sampled = attn.sample(q_geo, ref, ref, shifted(pixels)[:, None], colours, shifted(colours)[:, None])
+        error = (sampled - (shifted(pixels) if expect_shift else pixels)).abs().mean()
+        assert error < 0.05, (corr, float(error))
+    with pytest.raises(ValueError, match="with a correspondence, tgt_coords must be"):
+        attn.sample(q_geo, ref, ref)

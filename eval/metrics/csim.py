@@ -1,7 +1,7 @@
 """CSIM (paper 4.2, persona preservation): cosine similarity of face-recognition embeddings of each
 generated frame and its ground-truth frame, averaged over frames. 1 for identical frames; higher is better.
 
-Two embedders, both (B, 3, 256, 256) face crops in [0, 1] (+ five points) -> (B, D) embeddings:
+Three embedders, all (B, 3, H, W) face crops in [0, 1] (+ five points) -> (B, D) embeddings:
 
 * ``FacenetEmbedder``: facenet-pytorch ``InceptionResnetV1`` trained on VGGFace2, weights from the
   user's ``20180402-114759-vggface2.pt``. Input: the centre of the crop (``face_fraction`` of its side,
@@ -11,6 +11,12 @@ Two embedders, both (B, 3, 256, 256) face crops in [0, 1] (+ five points) -> (B,
   by onnxruntime. Input: the standard ArcFace alignment, a similarity transform of five points (eye
   centres, nose tip, mouth corners, from the ground truth's MediaPipe landmarks, the same transform for
   both frames of a pair) onto the 112x112 template, then ``(x * 255 - 127.5) / 127.5``, NCHW RGB.
+
+* ``DlibEmbedder``: dlib's ResNet face embedding (``dlib_face_recognition_resnet_model_v1.dat``, 128-d), which
+  installs from PyPI with its weights (``dlib-bin`` and ``face-recognition-models``), so CSIM is computed out of
+  the box: "CSIM (dlib ResNet)". Input: dlib's own alignment, its 5-point shape predictor run inside a face box
+  derived from the five points above (so both frames of a pair get the same box), then the 150x150 chip that
+  ``compute_face_descriptor`` cuts.
 
 ``CSIM(embedder).update(gen, gt, points=None)``: float (B, 3, H, W) in [0, 1]; ``points`` (B, 5, 2) crop
 pixels, required when ``embedder.needs_points`` (``five_points(landmarks478)`` makes them).
@@ -139,3 +145,58 @@ class CSIM(Metric):
         if self.count == 0:
             raise RuntimeError("CSIM.compute: no frames were given to update()")
         return (self.total / self.count).float()
+
+
+def face_recognition_models_dir() -> Path:
+    """The model folder of the ``face-recognition-models`` package, found without importing it (its import pulls
+    in the deprecated ``pkg_resources``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("CSIM (dlib ResNet) needs the face-recognition-models package (dlib's face "
+                                  "embedding weights): pip install 'face-recognition-models==0.3.0' dlib-bin")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+class DlibEmbedder(nn.Module):
+    """dlib's ResNet face embedding (module docstring) -> (B, 128) embeddings; CPU, one face at a time."""
+
+    needs_points = True
+    variant = "dlib ResNet (dlib_face_recognition_resnet_model_v1, 5-point aligned 150 px chip)"
+    MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+    SHAPE = "shape_predictor_5_face_landmarks.dat"
+
+    def __init__(self, models: str | Path | None = None) -> None:
+        super().__init__()
+        try:
+            import dlib
+        except ImportError as err:
+            raise ModuleNotFoundError("CSIM (dlib ResNet) needs dlib: pip install dlib-bin") from err
+        folder = Path(models) if models is not None else face_recognition_models_dir()
+        for name in (self.MODEL, self.SHAPE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"CSIM (dlib ResNet): {folder / name} not found")
+        self.dlib = dlib
+        self.shape = dlib.shape_predictor(str(folder / self.SHAPE))
+        self.net = dlib.face_recognition_model_v1(str(folder / self.MODEL))
+
+    def forward(self, x: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        if points is None or tuple(points.shape) != (x.shape[0], 5, 2):
+            got = None if points is None else tuple(points.shape)
+            raise ValueError(f"DlibEmbedder: points must be (B, 5, 2) crop pixels for B={x.shape[0]}, got {got}")
+        images = (x.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3) RGB
+        out = []
+        for image, pts in zip(images, points.cpu().numpy()):
+            shape = self.shape(np.ascontiguousarray(image), self.face_box(pts))
+            out.append(np.asarray(self.net.compute_face_descriptor(np.ascontiguousarray(image), shape), np.float32))
+        return torch.from_numpy(np.stack(out)).to(x.device)  # (B, 128)
+
+    def face_box(self, points: np.ndarray):
+        """A dlib face box from the five points: centred between the eyes and the mouth, 2.4 eye distances wide
+        (about the box of dlib's own frontal detector)."""
+        eyes, mouth = points[:2].mean(0), points[3:].mean(0)
+        centre = (eyes + mouth) / 2
+        side = 2.4 * float(np.linalg.norm(points[1] - points[0]))
+        x0, y0 = (centre - side / 2).round().astype(int)
+        return self.dlib.rectangle(int(x0), int(y0), int(x0 + side), int(y0 + side))

@@ -163,12 +163,13 @@ class GeometryDataModule(L.LightningDataModule):
             barren = 0
             for seg in segments:
                 n = seg["beta"].shape[0]
-                if n < T + min_ref or (keep is not None and not keep(seg["meta"]["clip"])):
+                silent = seg["meta"].get("has_audio") is False  # kept for stage 2 only: no speech to learn from
+                if n < T + min_ref or silent or (keep is not None and not keep(seg["meta"]["clip"])):
                     barren += 1
                     if train and barren >= MAX_BARREN:
                         raise RuntimeError(
                             f"GeometryDataModule: {barren} training segments in a row gave no window: segments "
-                            f"need >= window + min_ref = {T + min_ref} frames and must not be held out "
+                            f"need >= window + min_ref = {T + min_ref} frames, speech audio, and must not be held out "
                             f"(heldout_clips={self.heldout_clips}); the last was {seg['key']!r} with {n} frames")
                     continue
                 barren = 0
@@ -252,7 +253,8 @@ def window_sample(seg: dict, start: int, window: int, ref: tuple[int, int]) -> d
     return {
         "audio": seg["audio"][start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0,
         "alpha": seg["alpha"], "beta": seg["beta"][start:end], "pose": seg["pose"][start:end],
-        "ref_beta": seg["beta"][ref[0]:ref[1]], "speaker": seg["meta"]["speaker"], "key": seg["key"], "start": start, "ref_start": ref[0],
+        "ref_beta": seg["beta"][ref[0]:ref[1]], "speaker": seg["meta"]["speaker"], "key": seg["key"], "start": start,
+        "ref_start": ref[0],
     }
 
 
@@ -265,7 +267,10 @@ def collate(samples: list[dict]) -> dict:
     for i, s in enumerate(samples):
         ref[i, :len(s["ref_beta"])] = s["ref_beta"]
         mask[i, :len(s["ref_beta"])] = True
-    stack = lambda name: torch.from_numpy(np.stack([s[name] for s in samples]).astype(np.float32))
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([s[name] for s in samples]).astype(np.float32))
+
     return {"audio": stack("audio"), "alpha": stack("alpha"), "beta": stack("beta"), "pose": stack("pose"),
             "ref_beta": torch.from_numpy(ref), "ref_mask": torch.from_numpy(mask),
             "speaker": [s["speaker"] for s in samples], "key": [s["key"] for s in samples],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -33,12 +34,12 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from src.data.shards import shard_urls, worker_offset
 from src.data.reference_selection import inference_face_references, inference_lip_references, training_references
-from src.models.face_model import shared_face_model
+from src.data.shards import shard_urls, worker_offset
 from src.geometry.pncc import render_geometry
+from src.models.face_model import shared_face_model
 
-SELECTIONS = ("algorithm1", "random")
+SELECTIONS = ("algorithm1", "random", "target_excluded")
 NEEDED = ("mp4", "alpha.npy", "beta.npy", "pose.npy", "json")
 
 
@@ -60,12 +61,23 @@ class RenderDataModule(L.LightningDataModule):
         shuffle_buffer: int = 100,
         num_workers: int = 0,
         seed: int = 0,
+        augment: Callable[[dict, np.random.Generator], dict] | None = None,
+        exclude_window: int = 0,
     ) -> None:
         """``root``: a shard folder (index.json), or ``urls``: split -> shard URLs / brace pattern.
         ``face_model``: the spec the shards were fitted with (PNCCs are rendered with it). ``eval_n_lip``:
         lip references at validation (default n_lip; inference may use more than training). ``selection``:
-        ``algorithm1`` (the paper) or ``random`` (the "w/o frame selection" ablation: face and lip references
-        are random frames of the clip, other than the target at evaluation)."""
+        ``algorithm1`` (the paper), ``random`` (the "w/o frame selection" ablation: face and lip references
+        are random frames of the clip, other than the target at evaluation), or ``target_excluded``: training
+        references as self-reconstruction scores them (face: the N_f frames centred on the target, lip: N_l random
+        frames, the target left out of both; evaluation as ``algorithm1``). Algorithm 1's training strategy puts
+        the target itself among the face references, which teaches copying it; real clips, whose neighbouring
+        frames differ by a few pixels, are where that matters. ``augment``: applied to every
+        training item (``src.data.augment.RenderAugment``), never at evaluation. ``exclude_window``: with
+        ``target_excluded`` training and at evaluation, the frames within this many frames of the target are left
+        out of the references too (0: only the target): a neighbouring frame is nearly the answer, which a dub
+        never has (its neighbours show the original speech), so evaluation without them scores what dubbing
+        needs."""
         super().__init__()
         if root is None and not urls:
             raise ValueError("RenderDataModule needs `root` (a shard folder with index.json) or `urls`")
@@ -86,6 +98,10 @@ class RenderDataModule(L.LightningDataModule):
         self.targets_per_clip, self.eval_targets_per_clip = targets_per_clip, eval_targets_per_clip
         self.selection = selection
         self.shuffle_buffer, self.num_workers, self.seed = shuffle_buffer, num_workers, seed
+        self.augment = augment
+        if exclude_window < 0:
+            raise ValueError(f"RenderDataModule: exclude_window must be >= 0 frames, got {exclude_window}")
+        self.exclude_window = exclude_window
 
     def shard_urls(self, split: str) -> list[str]:
         return shard_urls(self.root, self.urls, split, type(self).__name__)
@@ -93,7 +109,8 @@ class RenderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         per_worker = math.ceil(self.train_batches / max(1, self.num_workers))
         dataset = (
-            wds.WebDataset(self.shard_urls("train"), resampled=True, shardshuffle=False, nodesplitter=None, seed=self.seed)
+            wds.WebDataset(self.shard_urls("train"), resampled=True, shardshuffle=False, nodesplitter=None,
+                           seed=self.seed)
             .shuffle(self.shuffle_buffer)
             .map(decode_clip)
             .compose(self._items(train=True))
@@ -101,7 +118,8 @@ class RenderDataModule(L.LightningDataModule):
             .batched(self.batch_size, collation_fn=collate, partial=False)
             .with_epoch(per_worker)
         )
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -124,6 +142,8 @@ class RenderDataModule(L.LightningDataModule):
 
     def _items(self, train: bool):
         size, spec, seed, selection = self.image_size, self.face_model, self.seed, self.selection
+        augment = self.augment if train else None
+        window = self.exclude_window
         n_face, n_lip = self.n_face, (self.n_lip if train else self.eval_n_lip)
         n_targets = self.targets_per_clip if train else self.eval_targets_per_clip
 
@@ -138,36 +158,63 @@ class RenderDataModule(L.LightningDataModule):
                     targets = (rng.choice(T, size=min(n_targets, T), replace=False) if train else
                                np.unique(np.linspace(0, T - 1, min(n_targets, T)).round().astype(int)))
                     refs = [random_references(int(i), T, n_face, n_lip, rng, exclude=not train) for i in targets]
+                elif train and selection == "target_excluded":
+                    targets = rng.choice(T, size=min(n_targets, T), replace=False)
+                    refs = [target_excluded_references(int(i), T, n_face, n_lip, rng, window) for i in targets]
                 elif train:
                     targets = rng.choice(T, size=min(n_targets, T), replace=False)
                     refs = [training_references(i, T, n_face, n_lip, rng=rng) for i in targets]
                 else:
                     targets = np.unique(np.linspace(0, T - 1, min(n_targets, T)).round().astype(int))
-                    opening = _mouth_opening(fm, clip["alpha"], clip["beta"])
-                    refs = [eval_references(int(i), opening, n_face, n_lip) for i in targets]
+                    opening = mouth_openings(fm, clip["alpha"], clip["beta"])
+                    refs = [eval_references(int(i), opening, n_face, n_lip, window) for i in targets]
                 frames = _resized_frames(clip["mp4"], size, T)
                 needed = np.unique(np.concatenate([targets, *[np.concatenate(r) for r in refs]]))
                 pncc, lip = render_geometry(fm, clip["alpha"], clip["beta"][needed], clip["pose"][needed], size)
                 row = {int(t): k for k, t in enumerate(needed)}  # frame -> row of pncc / lip
                 for i, (face_idx, lip_idx) in zip(targets, refs):
-                    yield {
+                    item = {
                         "tgt_img": frames[i], "tgt_pncc": pncc[row[int(i)]], "tgt_lip_mask": lip[row[int(i)]],
                         "face_ref_img": frames[face_idx], "face_ref_pncc": pncc[[row[int(j)] for j in face_idx]],
                         "lip_ref_img": frames[lip_idx], "lip_ref_pncc": pncc[[row[int(j)] for j in lip_idx]],
                         "key": clip["key"], "frame": int(i),
                     }
+                    yield augment(item, rng) if augment is not None else item
 
         return stage
 
 
-def eval_references(i: int, opening: np.ndarray, n_face: int, n_lip: int) -> tuple[np.ndarray, np.ndarray]:
-    """Algorithm 1's inference references for frame i, chosen among the clip's other frames (module
-    docstring): (face_idx (n_face,), lip_idx (n_lip,)) as frame numbers of the clip."""
-    T = len(opening)
-    others = np.delete(np.arange(T), i)  # (T - 1,) frame numbers
+def candidates(i: int, T: int, window: int = 0) -> np.ndarray:
+    """The frames a reference of target i may be: every frame more than ``window`` frames from i (the target
+    itself always out) -> sorted frame numbers; a clip too short to leave any is an error."""
+    frames = np.arange(T)
+    out = frames[np.abs(frames - i) > window]
+    if len(out) == 0:
+        raise ValueError(f"frame {i} of a {T}-frame clip: no frame is more than {window} frames away to take "
+                         f"references from (lower exclude_window)")
+    return out
+
+
+def eval_references(i: int, opening: np.ndarray, n_face: int, n_lip: int,
+                    window: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1's inference references for frame i, chosen among the clip's frames more than ``window`` frames
+    from it (module docstring): (face_idx (n_face,), lip_idx (n_lip,)) as frame numbers of the clip."""
+    others = candidates(i, len(opening), window)
     position = int(np.searchsorted(others, i))  # where i would sit among the others
-    face = others[inference_face_references(min(position, T - 2), T - 1, n_face)]
+    face = others[inference_face_references(min(position, len(others) - 1), len(others), n_face)]
     lip = others[inference_lip_references(opening[others], n_lip)]
+    return face, lip
+
+
+def target_excluded_references(i: int, T: int, n_face: int, n_lip: int, rng: np.random.Generator,
+                               window: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training references under the conditions of self-reconstruction (``selection="target_excluded"``): face,
+    the n_face frames centred on i among the clip's frames more than ``window`` from it; lip, n_lip of those at
+    random."""
+    others = candidates(i, T, window)
+    position = int(np.searchsorted(others, i))
+    face = others[inference_face_references(min(position, len(others) - 1), len(others), n_face)]
+    lip = rng.choice(others, size=n_lip, replace=len(others) < n_lip).astype(np.int64)
     return face, lip
 
 
@@ -176,11 +223,14 @@ def random_references(i: int, T: int, n_face: int, n_lip: int, rng: np.random.Ge
     """The "w/o frame selection" ablation: face and lip references drawn at random from the clip (other than
     frame i when ``exclude``), with replacement only when the clip is too short."""
     pool = np.delete(np.arange(T), i) if exclude else np.arange(T)
-    draw = lambda n: rng.choice(pool, size=n, replace=len(pool) < n).astype(np.int64)
+
+    def draw(n: int) -> np.ndarray:
+        return rng.choice(pool, size=n, replace=len(pool) < n).astype(np.int64)
+
     return draw(n_face), draw(n_lip)
 
 
-def _mouth_opening(fm, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+def mouth_openings(fm, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """(T,) mouth opening (mm) of the canonical geometry M(alpha, beta_t, 0): Algorithm 1's lip ordering."""
     with torch.no_grad():
         a = torch.as_tensor(alpha)[None].expand(len(beta), -1)
@@ -216,8 +266,10 @@ def collate(items: list[dict]) -> dict:
     for name in ("tgt_img", "face_ref_img", "lip_ref_img"):
         batch[name] = torch.from_numpy(np.stack([it[name] for it in items]))
     for name in ("tgt_pncc", "face_ref_pncc", "lip_ref_pncc"):
-        batch[name] = torch.from_numpy(np.stack([it[name] for it in items])).movedim(-1, -3).contiguous()  # (..., 3, S, S)
-    batch["tgt_lip_mask"] = torch.from_numpy(np.stack([it["tgt_lip_mask"] for it in items]))[:, None].float()  # (B, 1, S, S)
+        stacked = torch.from_numpy(np.stack([it[name] for it in items]))  # (..., S, S, 3)
+        batch[name] = stacked.movedim(-1, -3).contiguous()  # (..., 3, S, S)
+    masks = torch.from_numpy(np.stack([it["tgt_lip_mask"] for it in items]))  # (B, S, S)
+    batch["tgt_lip_mask"] = masks[:, None].float()  # (B, 1, S, S)
     batch["key"] = [it["key"] for it in items]
     batch["frame"] = torch.tensor([it["frame"] for it in items], dtype=torch.long)
     return batch

@@ -33,10 +33,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from src.metrics.image import dilate, gradient_similarity, lip_sharpness, psnr
+
 EVAL_PREFIXES = ("val", "test")
-LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
-GMS_C = 170 / 255**2  # GMSD's constant (Xue et al. 2014), for images in [0, 1]
 
 
 class RenderSystem(L.LightningModule):
@@ -79,8 +78,6 @@ class RenderSystem(L.LightningModule):
         names = ["loss", "psnr", "ssim", "psnr_nearest_ref", "ssim_nearest_ref", "lip_psnr", "lip_psnr_nearest_ref",
                  "lip_sharpness", "lip_gms", "lip_gms_nearest_ref", "lpips", "lpips_nearest_ref"]
         self.metrics = nn.ModuleDict({p: nn.ModuleDict({n: MeanMetric() for n in names}) for p in EVAL_PREFIXES})
-        self.register_buffer("laplacian", LAPLACIAN[None, None], persistent=False)
-        self.register_buffer("sobel", torch.stack([SOBEL_X, SOBEL_X.T])[:, None], persistent=False)  # (2, 1, 3, 3)
         self._sample_batch: dict | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -90,8 +87,7 @@ class RenderSystem(L.LightningModule):
     # -------------------------------------------------------------------------------------- losses --
     def lip_region(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) lip mask dilated by ``lip_dilation`` pixels (the lip edge and chin matter too)."""
-        k = 2 * self.lip_dilation + 1
-        return F.max_pool2d(mask, k, stride=1, padding=self.lip_dilation) if self.lip_dilation > 0 else mask
+        return dilate(mask, self.lip_dilation)
 
     def losses(self, pred: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         target = batch["tgt_img"]
@@ -152,38 +148,31 @@ class RenderSystem(L.LightningModule):
             m[f"psnr{suffix}"].update(psnr(image, target))
             m[f"ssim{suffix}"].update(ssim(image, target, data_range=1.0, reduction="none"))
             m[f"lip_psnr{suffix}"].update(psnr(image, target, region))
-            m[f"lip_gms{suffix}"].update(self.gradient_similarity(image, target, region))
+            m[f"lip_gms{suffix}"].update(gradient_similarity(image, target, region))
             if self.lpips_metric is not None and self.lpips_metric.calibrated:
                 m[f"lpips{suffix}"].update(self.lpips_metric(image, target))
-        m["lip_sharpness"].update(self.sharpness(pred, region) / self.sharpness(target, region).clamp(min=1e-8))
-        if batch_idx == 0 and prefix == "val":
-            self._sample_batch = {"pred": pred[: self.n_samples].cpu(), "nearest": nearest[: self.n_samples].cpu(),
-                                  **{k: batch[k][: self.n_samples].cpu() for k in
-                                     ("tgt_img", "tgt_pncc", "face_ref_img", "lip_ref_img")}}
+        m["lip_sharpness"].update(lip_sharpness(pred, target, region))
+        if prefix == "val":
+            self._collect_samples(batch, pred, nearest)
 
-    def gradient_similarity(self, pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) x 2, region (B, 1, H, W) -> (B,) mean gradient-magnitude similarity inside the region
-        (GMSD's map, Xue et al. 2014): (2 g_p g_t + c) / (g_p^2 + g_t^2 + c) of the grey images' Sobel
-        magnitudes. 1 = every edge where the truth has it, as strong; a blurred lip lowers it (weak g_p), and
-        so do ghost edges (g_p where g_t is flat), which the Laplacian-variance ratio would count as sharpness."""
-        g_p, g_t = (F.conv2d(x.mean(1, keepdim=True), self.sobel, padding=1).norm(dim=1, keepdim=True)
-                    for x in (pred, target))  # (B, 1, H, W) each
-        gms = (2 * g_p * g_t + GMS_C) / (g_p ** 2 + g_t ** 2 + GMS_C)  # (B, 1, H, W)
-        w = region / region.sum((1, 2, 3), keepdim=True).clamp(min=1.0)
-        return (gms * w).sum((1, 2, 3))
-
-    def sharpness(self, images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W), (B, 1, H, W) -> (B,) variance of the Laplacian of the grey image inside the region."""
-        grey = images.mean(1, keepdim=True)  # (B, 1, H, W)
-        lap = F.conv2d(grey, self.laplacian, padding=1)
-        w = region / region.sum((1, 2, 3), keepdim=True).clamp(min=1.0)
-        mean = (lap * w).sum((1, 2, 3))
-        return ((lap - mean[:, None, None, None]) ** 2 * w).sum((1, 2, 3))
+    def _collect_samples(self, batch: dict, pred: torch.Tensor, nearest: torch.Tensor) -> None:
+        """Keep the first item of each clip until ``samples`` rows: the grid shows several held-out people, not
+        one clip's frames (the validation order is fixed, so every grid shows the same frames)."""
+        rows = self._sample_batch if self._sample_batch is not None else {"keys": []}
+        images = {"pred": pred, "nearest": nearest, **{k: batch[k] for k in
+                                                       ("tgt_img", "tgt_pncc", "face_ref_img", "lip_ref_img")}}
+        for b, key in enumerate(batch["key"]):
+            if len(rows["keys"]) >= self.n_samples or key in rows["keys"]:
+                continue
+            rows["keys"].append(key)
+            for name, value in images.items():
+                rows.setdefault(name, []).append(value[b].cpu())
+        self._sample_batch = rows
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
-        if self._sample_batch is not None and self.trainer.is_global_zero:
-            self._write_samples(self._sample_batch)
+        if self._sample_batch is not None and self._sample_batch["keys"] and self.trainer.is_global_zero:
+            self._write_samples({k: torch.stack(v) for k, v in self._sample_batch.items() if k != "keys"})
         self._sample_batch = None
 
     def on_test_epoch_end(self) -> None:
@@ -225,16 +214,6 @@ class RenderSystem(L.LightningModule):
             return {"optimizer": opt_g, "lr_scheduler": {"scheduler": sched_g, "interval": "step"}}
         opt_d = self.optimizer_d(params=self.discriminator.parameters())
         return ([opt_g, opt_d], [sched_g] if sched_g is not None else [])
-
-
-def psnr(image: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B,) PSNR in dB, over the whole image or a (B, 1, H, W) region."""
-    sq = (image - target) ** 2
-    if region is None:
-        mse = sq.mean((1, 2, 3))
-    else:
-        mse = (sq * region).sum((1, 2, 3)) / (region.sum((1, 2, 3)) * 3).clamp(min=1.0)
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 def nearest_reference(batch: dict) -> torch.Tensor:

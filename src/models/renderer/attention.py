@@ -28,6 +28,9 @@ Choices where the paper is silent:
   tokens are not normalised, since V is what gets copied.
 - ``slot_code`` (``slot_code.SlotCode``, optional): a code of each reference's slot added to K; without it the
   references are a set.
+- ``correspondence`` (``correspondence.GeometricCorrespondence``, optional): a logit bias -gamma/2 |p_t - p_r|^2 from
+  the cells' PNCC colours (``tgt_coords``, ``ref_coords``), so each target cell attends to the reference cells
+  that show its surface point; without it (the paper) the correspondence is learned by E_geo alone.
 
 Memory: ``chunked_attention`` with ``query_chunk`` queries per call, so the full ``(h*w) x (N*h*w)`` score
 matrix never exists; peak memory is linear in N. ``checkpoint_chunks`` recomputes each chunk in backward.
@@ -43,6 +46,7 @@ from einops import rearrange
 from torch import nn
 
 from src.models.renderer.chunked_attention import chunked_attention
+from src.models.renderer.correspondence import GeometricCorrespondence
 from src.models.renderer.position import LatentPosition
 from src.models.renderer.slot_code import SlotCode
 
@@ -53,7 +57,8 @@ class ReferenceAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int = 4, latent_size: tuple[int, int] | list[int] = (64, 64),
                  query_chunk: int | None = 1024, slot_code: SlotCode | None = None, checkpoint_chunks: bool = False,
-                 pos_init: str = "sincos", pos_scale: float = 2.0) -> None:
+                 pos_init: str = "sincos", pos_scale: float = 2.0,
+                 correspondence: GeometricCorrespondence | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         if dim % heads:
@@ -63,8 +68,10 @@ class ReferenceAttention(nn.Module):
         if slot_code is not None and slot_code.dim != dim:
             raise ValueError(f"{name}: slot_code has width {slot_code.dim}, the attention {dim}")
         self.dim, self.heads, self.query_chunk, self.checkpoint_chunks = dim, heads, query_chunk, checkpoint_chunks
+        if correspondence is not None and correspondence.heads != heads:
+            raise ValueError(f"{name}: correspondence has {correspondence.heads} heads, the attention {heads}")
         self.position = LatentPosition(dim, heads, latent_size, pos_init, pos_scale)
-        self.slot_code = slot_code
+        self.slot_code, self.correspondence = slot_code, correspondence
         self.norm_geo = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
@@ -89,9 +96,12 @@ class ReferenceAttention(nn.Module):
         return self.sample(q_geo, ref_geo, ref_tex)[0]
 
     def sample(self, q_geo: torch.Tensor, ref_geo: torch.Tensor, ref_tex: torch.Tensor,
-               ref_pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               ref_pixels: torch.Tensor | None = None, tgt_coords: torch.Tensor | None = None,
+               ref_coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``forward``, and with ``ref_pixels`` (B, N, P, h, w) (P = 3 * 4 * 4 pixels per latent cell) also those
-        pixels moved by the same attention weights: -> (latent (B, C, h, w), pixels (B, P, h, w) or None)."""
+        pixels moved by the same attention weights: -> (latent (B, C, h, w), pixels (B, P, h, w) or None).
+        ``tgt_coords`` (B, 3, h, w) and ``ref_coords`` (B, N, 3, h, w): the cells' PNCC colours, read (and needed)
+        with a ``correspondence``."""
         self._check(q_geo, ref_geo, ref_tex, ref_pixels)
         b, n, c, h, w = ref_geo.shape
         pos = self.position(h, w).to(q_geo.dtype)  # (1, h*w, C)
@@ -104,17 +114,33 @@ class ReferenceAttention(nn.Module):
         k = rearrange(self.to_k(k_tok), "b n t (nh e) -> b nh (n t) e", nh=self.heads)  # (B, nh, N*h*w, e)
         v = rearrange(self.to_v(v_tok), "b t (nh e) -> b nh t e", nh=self.heads)  # (B, nh, N*h*w, e)
         e = q.shape[-1]
+        if self.correspondence is not None:
+            q, k = self.correspondence.extend(q, k, *self._coords(tgt_coords, ref_coords, q_geo, ref_geo), e ** -0.5)
         if ref_pixels is not None:
             pixels = rearrange(ref_pixels, "b n p h w -> b 1 (n h w) p").expand(-1, self.heads, -1, -1)
             v = torch.cat([v, pixels], dim=-1)  # (B, nh, N*h*w, e + P): every head carries the pixels
-            q, k = (F.pad(x, (0, v.shape[-1] - e)) for x in (q, k))  # one head width for SDPA; q.k unchanged
-        out = chunked_attention(q, k, v, e ** -0.5, self.query_chunk, self.checkpoint_chunks)  # (B, nh, h*w, e[+P])
+        v_width = v.shape[-1]
+        width = max(q.shape[-1], v_width)  # one head width for SDPA: zero columns leave q.k and the values as they are
+        q, k, v = (F.pad(x, (0, width - x.shape[-1])) for x in (q, k, v))
+        out = chunked_attention(q, k, v, e ** -0.5, self.query_chunk, self.checkpoint_chunks)[..., :v_width]
         sampled = None
         if ref_pixels is not None:
             out, sampled = out[..., :e], out[..., e:]  # (B, nh, h*w, e), (B, nh, h*w, P)
             sampled = rearrange(sampled.mean(1), "b (h w) p -> b p h w", h=h, w=w)  # (B, P, h, w) mean over heads
         out = rearrange(out, "b nh t e -> b t (nh e)")  # (B, h*w, C)
         return rearrange(self.to_out(out), "b (h w) c -> b c h w", h=h, w=w), sampled  # (B, C, h, w)
+
+    def _coords(self, tgt_coords, ref_coords, q_geo, ref_geo) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cells' PNCC colours as tokens: (B, h*w, 3) and (B, N*h*w, 3)."""
+        b, n, _, h, w = ref_geo.shape
+        if tgt_coords is None or ref_coords is None or tgt_coords.shape != (b, 3, h, w) or \
+                ref_coords.shape != (b, n, 3, h, w):
+            raise ValueError(f"{type(self).__name__}: with a correspondence, tgt_coords must be (B, 3, h, w) = "
+                             f"({b}, 3, {h}, {w}) and ref_coords (B, N, 3, h, w) = ({b}, {n}, 3, {h}, {w}), got "
+                             f"{None if tgt_coords is None else tuple(tgt_coords.shape)} and "
+                             f"{None if ref_coords is None else tuple(ref_coords.shape)}")
+        return (rearrange(tgt_coords, "b c h w -> b (h w) c"),  # (B, h*w, 3)
+                rearrange(ref_coords, "b n c h w -> b (n h w) c"))  # (B, N*h*w, 3)
 
     def _check(self, q_geo: torch.Tensor, ref_geo: torch.Tensor, ref_tex: torch.Tensor,
                ref_pixels: torch.Tensor | None) -> None:

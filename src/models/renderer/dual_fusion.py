@@ -31,10 +31,12 @@ class DualAttentionFusion(ReferenceFusion):
         self.dim = lip_attention.dim
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = ref_pixels or {}
-        lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels.get("lip"))
-        face, face_rgb = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels.get("face"))
+        lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels.get("lip"),
+                                                 coords["tgt"], coords["lip"])
+        face, face_rgb = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels.get("face"),
+                                                    coords["tgt"], coords["face"])
         mask = F.interpolate(lip_mask, size=q_geo.shape[-2:], mode="area")  # (B, 1, h, w)
         fused = lip * mask + face * (1 - mask)  # (B, C, h, w), Eq. 4
         if ref_pixels is None:

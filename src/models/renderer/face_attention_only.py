@@ -19,7 +19,8 @@ class FaceAttentionOnly(ReferenceFusion):
         self.face_attention, self.dim = face_attention, face_attention.dim
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = None if ref_pixels is None else ref_pixels["face"]
-        fused, sampled = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels)  # (B, C, h, w)
+        fused, sampled = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels,  # (B, C, h, w)
+                                                coords["tgt"], coords["face"])
         return fused, self.full_resolution(sampled)

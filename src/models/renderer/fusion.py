@@ -11,7 +11,8 @@ A variant says which references it reads (``uses_face_refs``, ``uses_lip_refs``)
 target's lip mask, and maps
 
     q_geo (B, C, h, w), {kind: E_geo(ref PNCCs) (B, N, C, h, w)}, {kind: E_tex(ref frames) (B, N, C, h, w)},
-    {kind: ref pixels (B, N, 48, h, w)} or None, lip mask (B, 1, H, W) or None
+    {kind: ref pixels (B, N, 48, h, w)} or None, lip mask (B, 1, H, W) or None,
+    {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)} the cells' PNCC colours (for attentions with a correspondence term)
     -> fused latent (B, C, h, w), sampled pixels at full resolution (B, 3, H, W) or None
 
 for kind in "face" and "lip". The sampled pixels come back only when pixels went in (a sampled-texture
@@ -41,5 +42,5 @@ class ReferenceFusion(nn.Module):
         return None if pixels is None else F.pixel_shuffle(pixels, 4)
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError

@@ -19,7 +19,8 @@ class LipAttentionOnly(ReferenceFusion):
         self.lip_attention, self.dim = lip_attention, lip_attention.dim
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = None if ref_pixels is None else ref_pixels["lip"]
-        fused, sampled = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels)  # (B, C, h, w)
+        fused, sampled = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels,  # (B, C, h, w)
+                                                coords["tgt"], coords["lip"])
         return fused, self.full_resolution(sampled)

@@ -76,10 +76,22 @@ class DualAttentionRenderer(nn.Module):
         pixels = None
         if self.d_tex.uses_sampled_rgb:  # the references' own pixels, one 4x4 patch per latent cell
             pixels = {kind: F.pixel_unshuffle(img, 4) for kind, (img, _) in refs.items()}  # (B, N, 48, h, w)
-        fused, rgb = self.attention(q_geo, ref_geo, ref_tex, pixels, tgt_lip_mask)  # (B, C, h, w), (B, 3, H, W)
+        coords = self.cell_coords(tgt_pncc, refs, q_geo.shape[-2:])  # {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)}
+        fused, rgb = self.attention(q_geo, ref_geo, ref_tex, pixels, tgt_lip_mask, coords)  # (B, C, h, w), (B, 3, H, W)
         if self.d_tex.uses_sampled_rgb:
             return self.d_tex(fused, tgt_pncc, rgb)  # (B, 3, H, W)
         return self.d_tex(fused, tgt_pncc)  # (B, 3, H, W)
+
+    @staticmethod
+    def cell_coords(tgt_pncc: torch.Tensor, refs: dict, size) -> dict[str, torch.Tensor]:
+        """The PNCC colour of every latent cell (area means over its 4x4 pixels), of the target and of each
+        reference: what an attention's correspondence term compares."""
+        coords = {"tgt": F.interpolate(tgt_pncc, size=size, mode="area")}  # (B, 3, h, w)
+        for kind, (_, pncc) in refs.items():
+            b, n = pncc.shape[:2]
+            cells = F.interpolate(rearrange(pncc, "b n c h w -> (b n) c h w"), size=size, mode="area")
+            coords[kind] = rearrange(cells, "(b n) c h w -> b n c h w", b=b, n=n)  # (B, N, 3, h, w)
+        return coords
 
     def encode(
         self, tgt_pncc: torch.Tensor, refs: dict[str, tuple[torch.Tensor, torch.Tensor]]
