@@ -16,7 +16,7 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test lint demo demo-real stage1-scale calibrate-landmarks clean distclean install-hash
+.PHONY: help install test lint demo demo-shards demo-real stage1-scale calibrate-landmarks clean distclean install-hash
 
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
@@ -64,12 +64,15 @@ SYNCNET_STEPS ?= 200
 STYLE_STEPS ?= 200
 BENCHMARK_VIDEOS ?= 6
 
-demo: install
+# the demo's synthetic corpus and its shards (make demo-real trains stage 1 on them too)
+demo-shards: install
 	$(PY) -m data_prep.synthetic --out $(DEMO)/corpus --speakers $(DEMO_SPEAKERS) --clips-per-speaker 4 \
 		--seconds 4 --seed 0 --workers 2 --preview $(DEMO)/preview.png
 	$(PY) -m data_prep.synthetic.check $(DEMO)/corpus --every 8 2>/dev/null
 	$(PY) -m data_prep.build --source synthetic --root $(DEMO)/corpus --out $(DEMO)/shards --workers 2 \
 		--val 0.2 --test 0.2
+
+demo: demo-shards
 	$(PY) -m src.train experiment=geometry_demo data.root=$(DEMO)/shards trainer.max_steps=$(GEOMETRY_STEPS) ckpt_path=last \
 		hydra.run.dir=$(DEMO)/geometry
 	$(PY) -m src.train experiment=render_demo data.root=$(DEMO)/shards trainer.max_steps=$(RENDER_STEPS) ckpt_path=last \
@@ -91,18 +94,25 @@ demo: install
 	@echo "dub:         $(DEMO)/dub.mp4 (demo weights, trained for minutes: see the warning above)"
 	@echo "benchmark:   $(DEMO)/benchmark/benchmark.md (.csv, .json)"
 
-# Real faces (needs the shared test material, REAL_DATA; never committed, never published): shards of the 73 real
-# clips with their person labels (train / val people disjoint; clips without speech kept for stage 2) ->
-# experiment=render_real (128 px) -> the Wav2Lip-style U-Net baseline on the same data and budget ->
-# eval.reconstruct on the val people against both and the nearest-reference copy, with contact sheets.
-# Every step resumes or skips what is done. Times measured on 2 cores: README, "Real faces".
+# Real faces and real speech (needs the shared test material, REAL_DATA and REAL_AUDIO; never committed, never
+# published): shards of the 73 real clips with their person labels (train / val people disjoint; clips without
+# speech kept for stage 2) -> experiment=render_real (128 px) and the Wav2Lip-style U-Net baseline on the same data
+# and budget -> eval.reconstruct on the val people against both and the nearest-reference copy, with contact
+# sheets (references REAL_WINDOW frames or more away from the target, and with only the target left out) ->
+# experiment=geometry_real (the phone front end) on the synthetic and the real shards -> eval.lipsync on the val
+# people -> a dub of a val person (REAL_VIDEO) with another person's speech (REAL_SPEECH) and its contact sheet.
+# Every step resumes or skips what is done. Times measured on 2 cores: README, "Real faces and real speech".
 REAL := $(DEMO)/real
 REAL_DATA ?= ../shared/data/real
-REAL_RENDER_STEPS ?= 2500
+REAL_AUDIO ?= ../shared/data/audio
+REAL_RENDER_STEPS ?= 1500
+REAL_GEOMETRY_STEPS ?= 1200
 # frames on each side of the target left out of the references (render_real's data.exclude_window)
 REAL_WINDOW ?= 12
+REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
+REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
-demo-real: install
+demo-real: demo-shards
 	@test -f $(REAL_DATA)/MANIFEST.tsv || { echo "make demo-real: $(REAL_DATA)/MANIFEST.tsv not found: the real clips \
 	live outside the repository (set REAL_DATA=DIR)"; exit 2; }
 	$(PY) -m data_prep.build --source folder --root $(REAL_DATA) --labels $(REAL_DATA)/MANIFEST.tsv --allow-no-audio \
@@ -114,10 +124,26 @@ demo-real: install
 	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
 		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
 		--exclude-window $(REAL_WINDOW) --out $(REAL)/reconstruct
+	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
+		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
+		--exclude-window 0 --out $(REAL)/reconstruct_target_only
+	$(PY) -m src.train experiment=geometry_real "data.root=[$(DEMO)/shards,$(REAL)/shards]" \
+		data.urls.val=$(REAL)/shards trainer.max_steps=$(REAL_GEOMETRY_STEPS) ckpt_path=last hydra.run.dir=$(REAL)/geometry
+	$(PY) -m eval.lipsync --geometry-ckpt phones=$(REAL)/geometry/checkpoints/last.ckpt \
+		$$(test -f $(DEMO)/geometry/checkpoints/last.ckpt && echo --geometry-ckpt hubert_synthetic=$(DEMO)/geometry/checkpoints/last.ckpt) \
+		--shards $(REAL)/shards --split val --out $(REAL)/lipsync \
+		$$(for f in $(REAL_AUDIO)/*chinese* $(REAL_AUDIO)/*deyu* $(REAL_AUDIO)/*japanese* $(REAL_AUDIO)/*spanish*; do \
+			test -f $$f && echo --speech $$f; done)
+	$(PY) -m src.dub --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4 \
+		--geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt --render-ckpt $(REAL)/render/checkpoints/last.ckpt \
+		--cache-dir $(REAL)/dub_cache
+	$(PY) -m eval.contact_sheet --video $(REAL)/dub.mp4 --input $(REAL_VIDEO) --out $(REAL)/dub_sheet.png
 	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
 	@echo "stage 2 (real):  $(REAL)/render/checkpoints/last.ckpt (samples/: held-out people)"
 	@echo "U-Net baseline:  $(REAL)/unet/checkpoints/last.ckpt"
 	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip)"
+	@echo "stage 1 (real):  $(REAL)/geometry/checkpoints/last.ckpt; lip sync: $(REAL)/lipsync/lipsync.md"
+	@echo "dub:             $(REAL)/dub.mp4 and $(REAL)/dub_sheet.png (a real person: keep it local, never publish it)"
 
 # Stage 1 at the data scale its held-out target needs (lip vertex error at most half the mean-expression
 # baseline on held-out speakers and clips): 480 speakers x 4 clips (speaker split 352 train / 56 val / 72 test),

@@ -95,16 +95,38 @@ def make_config(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return build(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"python -m data_prep.build: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("python -m data_prep.build: interrupted; finished clips are kept in --out/work and a re-run resumes "
+              "from them", file=sys.stderr)
+        return 130
+
+
+def build(args: argparse.Namespace) -> int:
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"--root {args.root}: no such folder (the {args.source} dataset in its own layout)")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (clips to process), got {args.limit}")
     cfg = make_config(args)
     check_face_model(cfg)
-    clips = list_clips(args.source, args.root, test_list=args.test_list, labels=args.labels)[: args.limit]
+    try:
+        clips = list_clips(args.source, args.root, test_list=args.test_list, labels=args.labels)[: args.limit]
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"--root {args.root}: {err}") from None
     if not clips:
-        raise FileNotFoundError(f"no {args.source} clips found under {args.root}")
+        raise FileNotFoundError(f"--root {args.root}: no {args.source} clips found there (see data_prep/README.md "
+                                "for each source's layout)")
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     shards.check_settings(work, processing_settings(cfg))
     todo = [c for c in clips if not shards.is_done(work, c.key)]
-    print(f"{len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to process", file=sys.stderr)
+    retried = sum(shards.failed(work, c.key) for c in todo)
+    print(f"{len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to process"
+          + (f" ({retried} failed last time: tried again)" if retried else ""), file=sys.stderr)
     start = time.time()
     from data_prep import executors  # imports torch: after the arguments are checked
 
@@ -116,6 +138,10 @@ def main(argv=None) -> int:
     index = shards.assemble(work, args.out, lambda sample: sample.get("fixed_split") or split[sample["speaker"]],
                             args.shard_size, meta)
     print_summary(index, args.out, time.time() - start)
+    if not any(counts["samples"] for counts in index["splits"].values()):
+        print(f"python -m data_prep.build: error: no shards written: all {len(clips)} clips were removed or failed "
+              "(reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -89,7 +89,15 @@ def _differences(a, b, prefix: str = "") -> list[str]:
 
 
 def is_done(work: Path, clip_key: str) -> bool:
-    return (work / safe_key(clip_key) / REPORT).is_file()
+    """The clip was processed to the end: its report is there and records no error (a failed clip is tried again
+    on the next run, so a fixed file gets processed)."""
+    return (work / safe_key(clip_key) / REPORT).is_file() and not failed(work, clip_key)
+
+
+def failed(work: Path, clip_key: str) -> bool:
+    """The clip's last attempt ended in an error (its report says so)."""
+    path = work / safe_key(clip_key) / REPORT
+    return path.is_file() and bool(json.loads(path.read_text()).get("error"))
 
 
 def read_reports(work: Path) -> list[dict]:

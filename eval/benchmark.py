@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     try:
         cfg, scoring = configure(args)
         metrics, weights, skipped = check_evaluator_weights(args, cfg)
-        videos = split_videos(args, cfg)
+        unreadable: list[str] = []
+        videos = split_videos(args, cfg, unreadable)
         methods = dict(parse_pair(m, "--method", "NAME=DIR") for m in args.method)
         if GT in methods:
             raise ValueError(f"--method: the name {GT!r} is the ground-truth row; choose another")
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         print(f"eval.benchmark: error: {err}", file=sys.stderr)
         return 2
     ev = build_evaluators(metrics, weights, scoring, skipped)
-    result = run_benchmark(args.split, videos, matched, ev, scoring, out, method_dirs=methods)
+    result = run_benchmark(args.split, videos, matched, ev, scoring, out, method_dirs=methods, unreadable=unreadable)
     print_table(result, out)
     return 0
 
@@ -127,21 +128,23 @@ def check_evaluator_weights(args: argparse.Namespace, cfg) -> tuple[list[str], d
     return metrics, weights, skipped
 
 
-def split_videos(args: argparse.Namespace, cfg) -> list[Video]:
-    """The split's ground-truth videos (eval.splits), the first --max-videos of them when given."""
+def split_videos(args: argparse.Namespace, cfg, unreadable: list[str] | None = None) -> list[Video]:
+    """The split's ground-truth videos (eval.splits), the first --max-videos of them when given; shards that
+    cannot be read are appended to ``unreadable``."""
     if args.max_videos is not None and args.max_videos < 1:
         raise ValueError(f"--max-videos must be a positive count, got {args.max_videos}")
-    return all_split_videos(args, cfg)[:args.max_videos]
+    return all_split_videos(args, cfg, unreadable)[:args.max_videos]
 
 
-def all_split_videos(args: argparse.Namespace, cfg) -> list[Video]:
+def all_split_videos(args: argparse.Namespace, cfg, unreadable: list[str] | None = None) -> list[Video]:
     split_cfg = cfg.splits.get(args.split)
     if args.split == "hdtf":
         return hdtf_videos(args.hdtf_root or resolve_path(split_cfg.root),
                            args.test_list or (resolve_path(split_cfg.test_list) if split_cfg.test_list else None))
     if args.split == "synthetic":
         corpus = args.corpus or (resolve_path(split_cfg.corpus) if split_cfg.corpus else None)
-        return synthetic_videos(args.shards or resolve_path(split_cfg.shards), split_cfg.get("split", "test"), corpus)
+        return synthetic_videos(args.shards or resolve_path(split_cfg.shards), split_cfg.get("split", "test"), corpus,
+                                unreadable)
     if args.gt is None:
         raise ValueError(f"--split {args.split}: give its ground-truth videos with --gt DIR "
                          "(or use --split hdtf / synthetic)")
@@ -163,11 +166,12 @@ def generate_outputs(args: argparse.Namespace, cfg, videos: list[Video], out: Pa
 
 
 def run_benchmark(split: str, videos: list[Video], matched: dict, ev: Evaluators, scoring: dict, out: Path,
-                  method_dirs: dict | None = None) -> dict:
-    """Score every method (and the GT row) and write benchmark.md / .csv / .json into ``out``."""
+                  method_dirs: dict | None = None, unreadable: list[str] = ()) -> dict:
+    """Score every method (and the GT row) and write benchmark.md / .csv / .json into ``out``; ``unreadable``
+    (shards that could not be read, their clips not scored) is listed in the report."""
     scores = score_videos(videos, matched, ev, scoring)
     result = {"split": split, "videos": len(videos), "metrics": ev.computed(), "scorers": ev.variants,
-              "skipped": ev.skipped, "notes": list(NOTES),
+              "skipped": ev.skipped, "unreadable_shards": list(unreadable), "notes": list(NOTES),
               "methods": {k: str(v) for k, v in (method_dirs or {}).items()},
               "scoring": scoring, **scores}
     result["files"] = {k: str(v) for k, v in write_reports(result, out).items()}
@@ -181,6 +185,8 @@ def print_table(result: dict, out: Path) -> None:
         print(f"  {metric}: {variant}")
     for metric, why in result["skipped"].items():
         print(f"  {metric}: not computed ({why})")
+    for shard in result.get("unreadable_shards", []):
+        print(f"  unreadable shard, its clips not scored: {shard}")
     print(f"\nwritten: {', '.join(result['files'].values())}")
 
 

@@ -69,6 +69,9 @@ def markdown(result: dict) -> str:
              table_markdown(result["summary"], metrics, methods), "", "## Scorers", ""]
     parts += [f"- {COLUMNS[m][1].rstrip('↑↓')}: {result['scorers'][m]}" for m in METRICS if m in result["scorers"]]
     parts += [f"- {COLUMNS[m][1].rstrip('↑↓')}: not computed ({why})" for m, why in result["skipped"].items()]
+    if result.get("unreadable_shards"):
+        parts += ["", "## Unreadable shards (their clips not scored)", ""]
+        parts += [f"- {shard}" for shard in result["unreadable_shards"]]
     parts += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]] + ["", "## Per video", ""]
     keys = [k for k in ROW_KEYS if any(k in r for r in result["rows"])]
     parts += ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]

@@ -16,6 +16,7 @@ Self-dubbing protocol: each ground-truth video is driven by its own audio, so a 
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 from data_prep.sources import VIDEO_EXTS, list_clips
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,11 @@ def hdtf_videos(root: str | Path, test_list: str | Path | None) -> list[Video]:
     return [Video(c.path.stem, c.path, c.speaker) for c in clips]
 
 
-def synthetic_videos(shards: str | Path, split: str = "test", corpus: str | Path | None = None) -> list[Video]:
-    """The corpus videos of the clips in ``split`` of the shards (module docstring)."""
+def synthetic_videos(shards: str | Path, split: str = "test", corpus: str | Path | None = None,
+                     unreadable: list[str] | None = None) -> list[Video]:
+    """The corpus videos of the clips in ``split`` of the shards (module docstring). A shard that cannot be read
+    (a truncated tar) is skipped with a warning and appended to ``unreadable`` as "path: reason"; when no shard
+    can be read it is an error naming them."""
     shards = Path(shards)
     index_path = shards / "index.json"
     if not index_path.is_file():
@@ -57,7 +62,12 @@ def synthetic_videos(shards: str | Path, split: str = "test", corpus: str | Path
         raise ValueError(f"synthetic: {index_path} has no split {split!r}; it has {sorted(index.get('shards', {}))}")
     corpus = Path(corpus) if corpus else _built_from(index, index_path)
     videos = {}
-    for meta in _sample_metas([shards / name for name in index["shards"][split]]):
+    tars = [shards / name for name in index["shards"][split]]
+    bad = [] if unreadable is None else unreadable
+    metas = _sample_metas(tars, bad)
+    if not metas:
+        raise ValueError(f"synthetic: no readable sample in the {split!r} shards of {index_path}: {'; '.join(bad)}")
+    for meta in metas:
         _, speaker, video_id, clip = meta["clip"].split("/")
         path = corpus / speaker / video_id / f"{clip}.mp4"
         if not path.is_file():
@@ -74,14 +84,19 @@ def _built_from(index: dict, index_path: Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _sample_metas(tars: list[Path]) -> list[dict]:
-    """The ``.json`` member of every sample in the tars (source, clip, segment, ...)."""
+def _sample_metas(tars: list[Path], unreadable: list[str]) -> list[dict]:
+    """The ``.json`` member of every sample in the tars (source, clip, segment, ...); a tar that cannot be read
+    whole is left out and appended to ``unreadable``."""
     metas = []
     for tar_path in tars:
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".json"):
-                    metas.append(json.loads(tar.extractfile(member).read()))
+        try:
+            with tarfile.open(tar_path) as tar:
+                found = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+        except (OSError, tarfile.TarError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            unreadable.append(f"{tar_path}: {type(err).__name__}: {err}")
+            log.warning("skipped unreadable shard %s (%s: %s)", tar_path, type(err).__name__, err)
+            continue
+        metas.extend(found)
     return metas
 
 

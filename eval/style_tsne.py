@@ -100,7 +100,7 @@ def folder_clips(folder: Path) -> list[Clip]:
             raise ValueError(f"{path}: no speaker: give a sidecar {sidecar.name} with a 'speaker' key, or put the "
                              f"clip in a sub-folder named after its speaker")
         name = str(path.relative_to(folder))
-        clips.append(Clip(speaker, name, beta=np.load(path)) if path.suffix == ".npy"
+        clips.append(Clip(speaker, name, beta=np.load(path, allow_pickle=False)) if path.suffix == ".npy"
                      else Clip(speaker, name, video=path))
     return clips
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from src.inference.audio import VadConfig
+from src.inference.audio import VAD_DETECTORS, VadConfig
 from src.inference.batch import dub_batch, read_rows
 from src.inference.geometry import GeometryConfig
 from src.inference.paste import REGIONS, PasteConfig
-from src.inference.pipeline import Dubber, DubConfig, check_paths
+from src.inference.pipeline import Dubber, DubConfig, check_inputs, check_paths
 from src.inference.reference_analysis import AnalysisConfig, default_cache_dir
 from src.inference.render import RenderConfig
 from src.media.decode import DecodeError
@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--no-progress", action="store_true", help="no progress bars")
     q = p.add_argument_group("quality and speed")
     q.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True,
-                   help="close the mouth where the audio is silent (energy-based voice activity)")
-    q.add_argument("--vad-floor-db", type=float, default=VadConfig.floor_db, help="never speech below this dBFS")
+                   help="close the mouth where the audio is silent (voice activity)")
+    q.add_argument("--vad-detector", choices=VAD_DETECTORS, default=VadConfig.detector,
+                   help="silero: silero-vad's neural detector (default); energy: a loudness threshold")
+    q.add_argument("--vad-floor-db", type=float, default=VadConfig.floor_db,
+                   help="energy detector: never speech below this dBFS")
     q.add_argument("--vad-range-db", type=float, default=VadConfig.range_db,
                    help="not speech this many dB below the audio's loud level")
     q.add_argument("--vad-min-silence", type=float, default=VadConfig.min_silence_s, metavar="S",
@@ -71,34 +74,56 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-face", type=int, default=RenderConfig.n_face, help="face references N_f (Algorithm 1)")
     q.add_argument("--n-lip", type=int, default=AnalysisConfig.n_lip, help="lip references N_l (Algorithm 1)")
     q.add_argument("--geometry-window", type=int, default=GeometryConfig.window, help="frames per stage-1 call")
+    q.add_argument("--freeze-mouth", action="store_true",
+                   help="a baseline, not a dub: hold the mouth at the reference's mean expression (no stage 1)")
     q.add_argument("--geometry-overlap", type=int, default=GeometryConfig.overlap,
                    help="crossfaded frames between calls")
     q.add_argument("--fit-steps", type=int, default=AnalysisConfig.fit_steps, help="3DMM fit steps per window")
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags, checked by the names the user typed (the config classes check again, by field)."""
+    at_least_one = {"--n-lip": args.n_lip, "--n-face": args.n_face, "--render-batch": args.render_batch,
+                    "--chunk": args.chunk, "--fit-steps": args.fit_steps}
+    for flag, value in at_least_one.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    for flag, value in {"--vad-min-silence": args.vad_min_silence, "--vad-range-db": args.vad_range_db}.items():
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+    if args.geometry_window < 2:
+        raise ValueError(f"--geometry-window must be >= 2 (frames per stage-1 call), got {args.geometry_window}")
+    if not 0 <= args.geometry_overlap < args.geometry_window / 2:
+        raise ValueError(f"--geometry-overlap must be in [0, --geometry-window / 2) = "
+                         f"[0, {args.geometry_window / 2:g}) frames, got {args.geometry_overlap}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
 def config(args: argparse.Namespace) -> DubConfig:
     return DubConfig(
         face=args.face, cache_dir=None if args.no_cache else args.cache_dir, chunk=args.chunk,
         analysis=AnalysisConfig(fit_steps=args.fit_steps, n_lip=args.n_lip),
-        geometry=GeometryConfig(window=args.geometry_window, overlap=args.geometry_overlap),
+        geometry=GeometryConfig(window=args.geometry_window, overlap=args.geometry_overlap,
+                                frozen_mouth=args.freeze_mouth),
         render=RenderConfig(batch=args.render_batch, n_face=args.n_face),
         paste=PasteConfig(region=args.mask_region),
-        vad=VadConfig(enabled=args.vad, floor_db=args.vad_floor_db, range_db=args.vad_range_db,
-                      min_silence_s=args.vad_min_silence),
+        vad=VadConfig(enabled=args.vad, detector=args.vad_detector, floor_db=args.vad_floor_db,
+                      range_db=args.vad_range_db, min_silence_s=args.vad_min_silence),
         crf=args.crf, preset=args.preset, synthetic_metadata=not args.no_synthetic_metadata,
         save_masks=args.save_masks, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_flags(args)
     cfg = config(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     rows = read_rows(args.batch) if args.batch else None
     if rows is None:
         check_paths(args.video, args.audio, args.out)  # before the checkpoints load: fail fast on a typo
+        check_inputs(args.video, args.audio)
     dubber = Dubber(args.geometry_ckpt, args.render_ckpt, args.device)
     if rows is None:
         result = dubber.dub(args.video, args.audio, args.out, cfg)
@@ -128,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (ValueError, FileNotFoundError, DecodeError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except OSError as err:  # a full disk or a folder that went read-only during the dub: the output was not written
+        parser.exit(1, f"{parser.prog}: error: {err}; nothing was written to --out\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted, nothing written\n")
 
 
 if __name__ == "__main__":

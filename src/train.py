@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     try:
         metrics = {}
         if cfg.get("train"):
-            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
             if (last_validated.step != trainer.global_step and trainer.limit_val_batches
                     and is_overridden("validation_step", system)):
@@ -62,7 +62,8 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
                 metrics.update(trainer.callback_metrics)
         if cfg.get("test"):
             # after fit: the weights as they are now; test-only: the weights from ckpt_path
-            trainer.test(system, datamodule=datamodule, ckpt_path=None if cfg.get("train") else ckpt_path)
+            trainer.test(system, datamodule=datamodule, ckpt_path=None if cfg.get("train") else ckpt_path,
+                         weights_only=True)
             metrics.update(trainer.callback_metrics)
     finally:
         close_loggers()

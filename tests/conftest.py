@@ -97,6 +97,14 @@ def experiment_geometry_demo_overrides(synthetic_shards) -> list[str]:
     return _geometry_overrides(synthetic_shards)
 
 
+@pytest.fixture
+def experiment_geometry_real_overrides(synthetic_shards, tmp_path) -> list[str]:
+    """The phone front end stays (it is what the experiment is about), its cache in the test's folder."""
+    windows = [o for o in GEOMETRY_TEST_OVERRIDES if not o.startswith("model/net/e_aud")]
+    return [f"data.root='{synthetic_shards}'", f"data.urls.val='{synthetic_shards}'", *windows,
+            f"data.audio_features.cache_dir='{tmp_path / 'phones'}'"]
+
+
 # the stage-2 experiments on the tiny shards: 32 px crops, a narrow network, no perceptual backbone file
 RENDER_TEST_OVERRIDES = ["data.image_size=32", "data.batch_size=2", "data.num_workers=0", "data.train_batches=2",
                          "data.targets_per_clip=2", "data.eval_targets_per_clip=2", "data.shuffle_buffer=4",

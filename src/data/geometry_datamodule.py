@@ -19,14 +19,17 @@ target plus ``min_ref`` reference frames are skipped (counted in ``skipped``).
   averaged over identical copies: correct, only redundant).
 - ``audio_gain_db`` / ``audio_noise_snr_db``: training-only audio augmentation (``AudioAugment``), off by
   default.
+- ``audio_features``: a front end (``src.audio.phones.FeatureCache``) computed once per segment on its whole audio
+  (and cached on disk), sliced with each window into ``audio_features`` (B, T, F): what ``e_aud_phones`` reads
+  instead of recognising every window again.
 - ``heldout_clips``: a fraction of the *training speakers'* segments (by a hash of the clip name) kept out
   of training and validated as ``val_seen`` (held-out clips of seen speakers), next to ``val`` (held-out
   speakers, the index's val split).
 
 Batch (collated): ``audio`` (B, 640 T) float in [-1, 1]; ``alpha`` (B, K_id); ``beta`` (B, T, K_exp);
 ``pose`` (B, T, 6); ``ref_beta`` (B, R, K_exp) zero-padded to the longest reference R; ``ref_mask`` (B, R)
-bool, True on real frames; ``speaker``, ``key`` lists of str; ``start``, ``ref_start`` (B,) long (first
-frames of the target and reference windows in the segment).
+bool, True on real frames; ``audio_features`` (B, T, F) with a front end; ``speaker``, ``key`` lists of str;
+``start``, ``ref_start`` (B,) long (first frames of the target and reference windows in the segment).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
-from src.data.shards import shard_urls, worker_offset
+from src.data.shards import ShardFaults, shard_urls, worker_offset
 from src.media.contract import SAMPLES_PER_FRAME
 
 MAX_BARREN = 2000  # training segments in a row without a window before the stream gives up
@@ -53,7 +56,7 @@ NEEDED = ("audio.npy", "alpha.npy", "beta.npy", "pose.npy", "json")
 class GeometryDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str | None = None,
+        root: str | list[str] | None = None,
         urls: dict | None = None,
         window: int = 50,
         ref_window: int = 50,
@@ -68,6 +71,8 @@ class GeometryDataModule(L.LightningDataModule):
         seed: int = 0,
         audio_gain_db: tuple[float, float] | list[float] | None = None,
         audio_noise_snr_db: tuple[float, float] | list[float] | None = None,
+        audio_features=None,
+        max_bad_fraction: float = 0.1,
     ) -> None:
         """``root``: a shard folder (its index.json names the shards of each split); or ``urls``:
         split -> a list of shard URLs or one brace pattern (``/data/train-{000000..000099}.tar``,
@@ -89,13 +94,15 @@ class GeometryDataModule(L.LightningDataModule):
             if value is not None and (len(value) != 2 or value[0] > value[1]):
                 raise ValueError(f"GeometryDataModule: {name} must be null or a range [low, high] in dB, got {value}")
         self.augment = AudioAugment(audio_gain_db, audio_noise_snr_db)
-        self.root = None if root is None else Path(root)
+        self.root = None if root is None else (Path(root) if isinstance(root, (str, Path)) else [Path(r) for r in root])
         self.urls = dict(urls or {})
         self.window, self.ref_window, self.min_ref = window, ref_window, min_ref
         self.batch_size, self.train_batches = batch_size, train_batches
         self.windows_per_clip, self.eval_windows_per_clip = windows_per_clip, eval_windows_per_clip
         self.heldout_clips, self.shuffle_buffer = heldout_clips, shuffle_buffer
         self.num_workers, self.seed = num_workers, seed
+        self.audio_features = audio_features
+        self.max_bad_fraction = max_bad_fraction
 
     def shard_urls(self, split: str) -> list[str]:
         return shard_urls(self.root, self.urls, split, type(self).__name__)
@@ -103,12 +110,14 @@ class GeometryDataModule(L.LightningDataModule):
     # -------------------------------------------------------------------------------------- loaders --
     def train_dataloader(self) -> DataLoader:
         urls = self.shard_urls("train")
+        faults = ShardFaults(f"{type(self).__name__} (train)", len(urls), self.max_bad_fraction)
         keep = None if self.heldout_clips == 0 else (lambda clip: not self._is_heldout(clip))
         per_worker = math.ceil(self.train_batches / max(1, self.num_workers))
         dataset = (
-            wds.WebDataset(urls, resampled=True, shardshuffle=False, nodesplitter=None, seed=self.seed)
+            wds.WebDataset(urls, resampled=True, shardshuffle=False, nodesplitter=None, seed=self.seed,
+                           handler=faults)
             .shuffle(self.shuffle_buffer)
-            .map(decode_sample)
+            .map(decode_sample, handler=faults)
             .compose(self._windows(train=True, keep=keep))
             .shuffle(self.shuffle_buffer)
             .batched(self.batch_size, collation_fn=collate, partial=False)
@@ -133,9 +142,10 @@ class GeometryDataModule(L.LightningDataModule):
     def _eval_loader(self, urls: list[str], keep=None) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
         nodesplitter = wds.split_by_node if len(urls) >= world > 1 else None
+        faults = ShardFaults(f"{type(self).__name__} (evaluation)", len(urls), self.max_bad_fraction)
         dataset = (
-            wds.WebDataset(urls, shardshuffle=False, nodesplitter=nodesplitter, empty_check=False)
-            .map(decode_sample)
+            wds.WebDataset(urls, shardshuffle=False, nodesplitter=nodesplitter, empty_check=False, handler=faults)
+            .map(decode_sample, handler=faults)
             .compose(self._windows(train=False, keep=keep))
             .batched(self.batch_size, collation_fn=collate, partial=True)
         )
@@ -156,7 +166,7 @@ class GeometryDataModule(L.LightningDataModule):
         ``MAX_BARREN`` segments in a row give no window (all too short, or all held out)."""
         T, R, min_ref = self.window, self.ref_window, self.min_ref
         n_windows = self.windows_per_clip if train else self.eval_windows_per_clip
-        seed = self.seed
+        seed, front_end = self.seed, self.audio_features
 
         def stage(segments):
             rng = random.Random(seed + worker_offset()) if train else None
@@ -173,6 +183,8 @@ class GeometryDataModule(L.LightningDataModule):
                             f"(heldout_clips={self.heldout_clips}); the last was {seg['key']!r} with {n} frames")
                     continue
                 barren = 0
+                if front_end is not None:  # the whole segment's features, once (cached on disk by content)
+                    seg["features"] = front_end.frames(seg["audio"].astype(np.float32) / 32768.0, n)
                 if train:
                     starts = [rng.randrange(0, n - T + 1) for _ in range(n_windows)]
                 else:
@@ -250,7 +262,8 @@ def decode_sample(sample: dict) -> dict:
 
 def window_sample(seg: dict, start: int, window: int, ref: tuple[int, int]) -> dict:
     end = start + window
-    return {
+    extra = {"audio_features": seg["features"][start:end]} if "features" in seg else {}
+    return {**extra,
         "audio": seg["audio"][start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0,
         "alpha": seg["alpha"], "beta": seg["beta"][start:end], "pose": seg["pose"][start:end],
         "ref_beta": seg["beta"][ref[0]:ref[1]], "speaker": seg["meta"]["speaker"], "key": seg["key"], "start": start,
@@ -271,7 +284,8 @@ def collate(samples: list[dict]) -> dict:
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([s[name] for s in samples]).astype(np.float32))
 
-    return {"audio": stack("audio"), "alpha": stack("alpha"), "beta": stack("beta"), "pose": stack("pose"),
+    extra = {"audio_features": stack("audio_features")} if "audio_features" in samples[0] else {}
+    return {**extra, "audio": stack("audio"), "alpha": stack("alpha"), "beta": stack("beta"), "pose": stack("pose"),
             "ref_beta": torch.from_numpy(ref), "ref_mask": torch.from_numpy(mask),
             "speaker": [s["speaker"] for s in samples], "key": [s["key"] for s in samples],
             "start": torch.tensor([s["start"] for s in samples], dtype=torch.long),

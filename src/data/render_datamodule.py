@@ -35,7 +35,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from src.data.reference_selection import inference_face_references, inference_lip_references, training_references
-from src.data.shards import shard_urls, worker_offset
+from src.data.shards import ShardFaults, shard_urls, worker_offset
 from src.geometry.pncc import render_geometry
 from src.models.face_model import shared_face_model
 
@@ -46,7 +46,7 @@ NEEDED = ("mp4", "alpha.npy", "beta.npy", "pose.npy", "json")
 class RenderDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str | None = None,
+        root: str | list[str] | None = None,
         urls: dict | None = None,
         face_model: str = "procedural",
         image_size: int = 256,
@@ -63,6 +63,7 @@ class RenderDataModule(L.LightningDataModule):
         seed: int = 0,
         augment: Callable[[dict, np.random.Generator], dict] | None = None,
         exclude_window: int = 0,
+        max_bad_fraction: float = 0.1,
     ) -> None:
         """``root``: a shard folder (index.json), or ``urls``: split -> shard URLs / brace pattern.
         ``face_model``: the spec the shards were fitted with (PNCCs are rendered with it). ``eval_n_lip``:
@@ -90,7 +91,7 @@ class RenderDataModule(L.LightningDataModule):
             raise ValueError(f"RenderDataModule: selection must be one of {SELECTIONS}, got {selection!r}")
         if image_size % 4 or image_size < 16:
             raise ValueError(f"RenderDataModule: image_size must be a multiple of 4 and >= 16, got {image_size}")
-        self.root = None if root is None else Path(root)
+        self.root = None if root is None else (Path(root) if isinstance(root, (str, Path)) else [Path(r) for r in root])
         self.urls = dict(urls or {})
         self.face_model, self.image_size = face_model, image_size
         self.n_face, self.n_lip, self.eval_n_lip = n_face, n_lip, eval_n_lip or n_lip
@@ -102,18 +103,21 @@ class RenderDataModule(L.LightningDataModule):
         if exclude_window < 0:
             raise ValueError(f"RenderDataModule: exclude_window must be >= 0 frames, got {exclude_window}")
         self.exclude_window = exclude_window
+        self.max_bad_fraction = max_bad_fraction
 
     def shard_urls(self, split: str) -> list[str]:
         return shard_urls(self.root, self.urls, split, type(self).__name__)
 
     def train_dataloader(self) -> DataLoader:
         per_worker = math.ceil(self.train_batches / max(1, self.num_workers))
+        urls = self.shard_urls("train")
+        faults = ShardFaults(f"{type(self).__name__} (train)", len(urls), self.max_bad_fraction)
         dataset = (
-            wds.WebDataset(self.shard_urls("train"), resampled=True, shardshuffle=False, nodesplitter=None,
-                           seed=self.seed)
+            wds.WebDataset(urls, resampled=True, shardshuffle=False, nodesplitter=None, seed=self.seed,
+                           handler=faults)
             .shuffle(self.shuffle_buffer)
-            .map(decode_clip)
-            .compose(self._items(train=True))
+            .map(decode_clip, handler=faults)
+            .compose(self._items(train=True, faults=faults))
             .shuffle(self.shuffle_buffer)
             .batched(self.batch_size, collation_fn=collate, partial=False)
             .with_epoch(per_worker)
@@ -131,16 +135,17 @@ class RenderDataModule(L.LightningDataModule):
         urls = self.shard_urls(split)
         world = self.trainer.world_size if self.trainer is not None else 1
         nodesplitter = wds.split_by_node if len(urls) >= world > 1 else None
+        faults = ShardFaults(f"{type(self).__name__} ({split})", len(urls), self.max_bad_fraction)
         dataset = (
-            wds.WebDataset(urls, shardshuffle=False, nodesplitter=nodesplitter, empty_check=False)
-            .map(decode_clip)
-            .compose(self._items(train=False))
+            wds.WebDataset(urls, shardshuffle=False, nodesplitter=nodesplitter, empty_check=False, handler=faults)
+            .map(decode_clip, handler=faults)
+            .compose(self._items(train=False, faults=faults))
             .batched(self.batch_size, collation_fn=collate, partial=True)
         )
         workers = min(self.num_workers, 1)  # a fixed order
         return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
-    def _items(self, train: bool):
+    def _items(self, train: bool, faults=None):
         size, spec, seed, selection = self.image_size, self.face_model, self.seed, self.selection
         augment = self.augment if train else None
         window = self.exclude_window
@@ -168,7 +173,13 @@ class RenderDataModule(L.LightningDataModule):
                     targets = np.unique(np.linspace(0, T - 1, min(n_targets, T)).round().astype(int))
                     opening = mouth_openings(fm, clip["alpha"], clip["beta"])
                     refs = [eval_references(int(i), opening, n_face, n_lip, window) for i in targets]
-                frames = _resized_frames(clip["mp4"], size, T)
+                try:
+                    frames = _resized_frames(clip["mp4"], size, T)
+                except (av.FFmpegError, ValueError) as err:  # a damaged crop video: skipped and counted
+                    if faults is None:
+                        raise
+                    faults(ValueError(f"shard sample {clip['key']!r}: its crop video does not decode ({err})"))
+                    continue
                 needed = np.unique(np.concatenate([targets, *[np.concatenate(r) for r in refs]]))
                 pncc, lip = render_geometry(fm, clip["alpha"], clip["beta"][needed], clip["pose"][needed], size)
                 row = {int(t): k for k, t in enumerate(needed)}  # frame -> row of pncc / lip

@@ -31,6 +31,8 @@ class GeometryConfig:
     window: int = 250  # frames per stage-1 call (10 s)
     overlap: int = 25  # frames shared by neighbouring calls, crossfaded
     style_frames: int = 250  # reference frames the style code is computed from
+    # a baseline, not a dub: the mouth held at the reference's mean expression on every frame (no stage 1, no gate)
+    frozen_mouth: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 2 or not 0 <= 2 * self.overlap < self.window or self.style_frames < 1:
@@ -42,6 +44,7 @@ class GeometryConfig:
 class StageOneInputs:
     style_code: torch.Tensor | None  # (1, D), None for the w/o style ablation
     vtx_temp: torch.Tensor  # (1, L, 3) cm, relative to the mean shape
+    mean_lower_mm: np.ndarray  # (n_lower, 3) the reference's mean lower-face expression offsets, mm
 
 
 @torch.no_grad()
@@ -53,7 +56,8 @@ def stage_one_inputs(net, fm, analysis, cfg: GeometryConfig, device: str) -> Sta
     alpha = torch.from_numpy(analysis.alpha[faces].mean(0, keepdims=True))  # (1, K_id)
     temp = net_units.template_input(fm, alpha)  # (1, L, 3) cm
     style = net.style(exp[None].to(device)) if net.has_style else None  # (1, R, L, 3) -> (1, D)
-    return StageOneInputs(style, temp.to(device))
+    mean_lower = net_units.lower_face_mm(fm, torch.from_numpy(analysis.beta[faces])).mean(0).numpy()  # (n_lower, 3)
+    return StageOneInputs(style, temp.to(device), mean_lower.astype(np.float32))
 
 
 class LowerFaceStream:
@@ -77,6 +81,8 @@ class LowerFaceStream:
         """Offsets of frames [start, stop): (stop - start, n_lower, 3) float32 mm, times the gate."""
         if not 0 <= start < stop <= self.n_frames:
             raise ValueError(f"LowerFaceStream.take: need 0 <= start < stop <= {self.n_frames}, got {start}, {stop}")
+        if self.cfg.frozen_mouth:
+            return np.repeat(self.inputs.mean_lower_mm[None], stop - start, axis=0)  # (c, n_lower, 3) mm
         out = None
         for i, (s, e) in enumerate(self.spans):
             if e <= start or s >= stop:

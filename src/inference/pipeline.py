@@ -19,10 +19,13 @@ video is coefficients and boxes only (~0.5 KB per frame) plus the target audio.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -44,12 +47,21 @@ from src.inference.render import ReferenceBank, RenderConfig, render_faces
 from src.inference.timeline import source_frames
 from src.inference.timing import StageTimes
 from src.inference.writer import SYNTHETIC_COMMENT, VideoWriter
+from src.media.contract import FPS
+from src.media.decode import DecodeError, probe
 from src.media.frames import FrameReader
 from src.tracking.crops import to_crop
 from src.tracking.tracker import TrackConfig
 
 log = logging.getLogger(__name__)
 MAX_FACES = TrackConfig().max_faces
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_CODECS = ("png", "mjpeg", "bmp", "gif", "webp", "tiff", "jpeg2000", "jpegls")
+MIN_REFERENCE_FRAMES = 2  # a reference video needs motion to sample lips from; one frame is a still image
+MIN_FREE_BYTES = 64 << 20  # the output's folder must have this much free space before the work starts
+LONG_OUTPUT_RATIO = 20  # warn when the output is this many times longer than the reference (and over a minute)
 
 
 @dataclass
@@ -78,6 +90,8 @@ class DubConfig:
             raise ValueError(f"--chunk must be >= 1 (output frames per chunk), got {self.chunk}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"--crf must be in [0, 51] (x264: 0 lossless, 6 the default, 23 x264's), got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"--preset must be an x264 preset ({', '.join(X264_PRESETS)}), got {self.preset!r}")
 
     def analysis_config(self) -> AnalysisConfig:
         return replace(self.analysis, track=replace(self.analysis.track, face_index=self.face))
@@ -115,14 +129,16 @@ class Dubber:
         """Dub ``video`` with ``audio`` into ``out`` (.mp4); see the module docstring."""
         cfg = cfg or DubConfig()
         video, audio, out = check_paths(video, audio, out)
+        info = check_inputs(video, audio)
         out.parent.mkdir(parents=True, exist_ok=True)
         times = StageTimes(cuda=self.device == "cuda")
+        with times("audio"):  # before the reference analysis: a bad audio file stops the dub in seconds
+            target = load_target_audio(audio)
+            gate = voice_activity(target.samples, cfg.vad)
+        warn_long_output(target.n_frames, info.n_frames, video, audio)
         analysis = analyse_reference(video, self.fm, cfg.analysis_config(), cfg.cache_dir, cfg.progress)
         for stage, seconds in analysis.seconds.items():
             times.add(stage, seconds, 0 if stage == "hash" else analysis.n_frames)
-        with times("audio"):
-            target = load_target_audio(audio)
-            gate = voice_activity(target.samples, cfg.vad)
         with times("geometry"):
             inputs = stage_one_inputs(self.geometry.net, self.fm, analysis, cfg.geometry, self.device)
         job = _Job(self, cfg, analysis, times, source_frames(target.n_frames, analysis.n_frames),
@@ -152,17 +168,77 @@ def dub(video: str | Path, audio: str | Path, out: str | Path, geometry_ckpt: st
 
 
 def check_paths(video, audio, out) -> tuple[Path, Path, Path]:
-    """The three paths as Paths; clear errors for a missing input, a non-.mp4 output or one that would
-    overwrite an input."""
+    """The three paths as Paths; clear errors for a missing input, a non-.mp4 output, one that would overwrite an
+    input or is a folder, and an output folder that cannot be written or has no room, all before any work."""
     video, audio, out = Path(video), Path(audio), Path(out)
     for flag, path in (("--video", video), ("--audio", audio)):
+        if path.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; give a file")
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give the output file's name (OUT.mp4)")
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: the output must be an .mp4 file (H.264 + AAC)")
     if out.resolve() in (video.resolve(), audio.resolve()):
         raise ValueError(f"--out {out}: would overwrite an input")
+    check_writable(out)
     return video, audio, out
+
+
+def check_writable(out: Path) -> None:
+    """``out``'s folder (or the nearest one that exists, where it would be created) is writable and has
+    ``MIN_FREE_BYTES`` free."""
+    folder = out.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the folder {folder} is not writable")
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise ValueError(f"--out {out}: only {free / 2**20:.1f} MiB free in {folder} (a dub needs at least "
+                         f"{MIN_FREE_BYTES >> 20} MiB)")
+
+
+def check_inputs(video: Path, audio: Path):
+    """Both inputs decodable as what they should be, in seconds, before the reference analysis: the video a
+    moving picture of at least ``MIN_REFERENCE_FRAMES`` frames (not an image), the audio a file with an audio
+    stream. Returns the video's ``VideoInfo``."""
+    still = (f"--video {video}: is a still image, not a video; the reference must be a video of the person "
+             f"speaking (at least {MIN_REFERENCE_FRAMES} frames)")
+    if video.suffix.lower() in IMAGE_EXTS:
+        raise ValueError(still)
+    try:
+        info = probe(video)
+    except DecodeError as err:
+        raise ValueError(f"--video {video}: not a readable video ({err})") from None
+    if info.codec in IMAGE_CODECS and info.n_frames <= 1:
+        raise ValueError(still)
+    if info.n_frames < MIN_REFERENCE_FRAMES:
+        raise ValueError(f"--video {video}: too short: {info.n_frames} frame ({info.duration_s:.2f} s); the "
+                         f"reference needs at least {MIN_REFERENCE_FRAMES} frames of the person")
+    if not has_audio_stream(audio):
+        raise ValueError(f"--audio {audio}: the file has no audio stream")
+    return info
+
+
+def has_audio_stream(path: Path) -> bool:
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--audio {path}: not a readable audio file ({type(err).__name__}: {err})") from None
+
+
+def warn_long_output(output_frames: int, reference_frames: int, video: Path, audio: Path) -> None:
+    """A warning when the audio is much longer than the reference: the reference is played back and forth."""
+    if output_frames > LONG_OUTPUT_RATIO * reference_frames and output_frames > 60 * FPS:
+        passes = output_frames / max(reference_frames, 1)
+        log.warning("--audio %s is %.1f s, the reference video %s only %.1f s: the output repeats the reference "
+                    "back and forth %.0f times (%d frames to render). Trim the audio or give a longer reference.",
+                    audio, output_frames / FPS, video, reference_frames / FPS, passes, output_frames)
 
 
 class _Job:

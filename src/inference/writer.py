@@ -48,6 +48,7 @@ class VideoWriter:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in [0, 51] (x264: 0 lossless, 17 visually lossless, 23 default), got {crf}")
         self.out = Path(out)
+        remove_stale_partials(self.out)
         self.tmp = self.out.with_name(f".{self.out.stem}.partial-{os.getpid()}.mp4")
         self.audio, self.audio_rate = audio, audio_rate
         self.width, self.height = width, height
@@ -120,6 +121,26 @@ class VideoWriter:
         except Exception as err:  # the container may be half-built; the file goes anyway
             log.debug("closing an aborted output: %s", err)
         self.tmp.unlink(missing_ok=True)
+
+
+def remove_stale_partials(out: Path) -> None:
+    """Delete ``.<stem>.partial-<pid>.mp4`` files next to ``out`` left by dubs that were killed (SIGKILL, a power
+    cut: no clean-up ran); a partial of a process that is still running is left alone."""
+    for path in out.parent.glob(f".{out.stem}.partial-*.mp4"):
+        pid = path.name[len(f".{out.stem}.partial-"):-len(".mp4")]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a dub (process %s) that did not finish", path, pid)
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def rgb_to_yuv(frame: np.ndarray, subsample: bool) -> np.ndarray:

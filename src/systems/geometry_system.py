@@ -39,6 +39,7 @@ from torch import nn
 from torchmetrics import MeanMetric, PearsonCorrCoef
 
 from src.geometry import net_units
+from src.geometry.compose import compose_canonical
 from src.metrics.geometry import SpeakerAmplitude, lip_vertex_error
 from src.models.face_model import load_face_model
 
@@ -102,7 +103,7 @@ class GeometrySystem(L.LightningModule):
         v = self.vertices(batch)
         T = batch["beta"].shape[1]
         pred = self.net(batch["audio"], T, vtx_exp_ref=v["vtx_exp_ref"], vtx_temp=v["vtx_temp"],
-                        ref_mask=batch["ref_mask"])
+                        ref_mask=batch["ref_mask"], audio_features=batch.get("audio_features"))
         return net_units.output_to_mm(pred), v
 
     def mouth_opening(self, batch: dict, lower_mm: torch.Tensor) -> torch.Tensor:
@@ -111,9 +112,7 @@ class GeometrySystem(L.LightningModule):
         beta, alpha = batch["beta"], batch["alpha"]
         B, T, K = beta.shape
         alpha_t = alpha[:, None].expand(B, T, alpha.shape[1]).reshape(B * T, -1)  # (B*T, K_id)
-        verts = fm.canonical_vertices(alpha_t, beta.reshape(B * T, K)).clone()  # (B*T, L, 3)
-        template = fm.template_vertices(alpha_t)
-        verts[:, fm.lower] = template[:, fm.lower] + lower_mm.reshape(B * T, -1, 3) / fm.units_to_mm
+        verts = compose_canonical(fm, alpha_t, beta.reshape(B * T, K), lower_mm.reshape(B * T, -1, 3))  # (B*T, L, 3)
         return fm.mouth_opening(verts).reshape(B, T)
 
     # -------------------------------------------------------------------------------------- losses --

@@ -7,6 +7,9 @@ Losses (the paper is silent; our choice):
   the crop, so without it a blurry mouth costs almost nothing, and lip sync lives there;
 - ``w_perceptual`` * LPIPS-VGG (``src.models.lpips_net``, backbone from a local file): sharper texture than
   L1 alone; off (0) when no backbone weights are configured, since random features measure nothing;
+- ``w_texture`` * texture-energy error in the lip region (``texture_energy_error``): the Laplacian magnitude per
+  4x4 patch of prediction and truth should match, so an uncertain mouth is not drawn as a blur (off by default);
+  ``w_texture_image`` the same over the whole crop;
 - ``w_adv`` * hinge adversarial loss of a PatchGAN (optional, ``discriminator``), trained in turn with
   manual optimisation. A lip-sync expert term is not implemented yet (it needs the SyncNet of the
   evaluation package).
@@ -33,7 +36,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from src.metrics.image import dilate, gradient_similarity, lip_sharpness, psnr
+from src.metrics.image import LAPLACIAN, dilate, gradient_similarity, lip_sharpness, psnr
 
 EVAL_PREFIXES = ("val", "test")
 
@@ -52,6 +55,8 @@ class RenderSystem(L.LightningModule):
         w_lip: float = 1.0,
         w_perceptual: float = 0.0,
         w_adv: float = 0.0,
+        w_texture: float = 0.0,
+        w_texture_image: float = 0.0,
         lip_dilation: int = 5,
         samples: int = 4,
         face_model: str = "procedural",
@@ -72,7 +77,8 @@ class RenderSystem(L.LightningModule):
         self.net, self.optimizer, self.scheduler = net, optimizer, scheduler
         self.perceptual, self.lpips_metric = perceptual, lpips_metric
         self.discriminator, self.optimizer_d = discriminator, optimizer_d
-        self.weights = {"l1": w_l1, "lip": w_lip, "perceptual": w_perceptual, "adv": w_adv}
+        self.weights = {"l1": w_l1, "lip": w_lip, "perceptual": w_perceptual, "adv": w_adv, "texture": w_texture,
+                        "texture_image": w_texture_image}
         self.lip_dilation, self.n_samples = lip_dilation, samples
         self.automatic_optimization = discriminator is None
         names = ["loss", "psnr", "ssim", "psnr_nearest_ref", "ssim_nearest_ref", "lip_psnr", "lip_psnr_nearest_ref",
@@ -99,6 +105,10 @@ class RenderSystem(L.LightningModule):
             terms["perceptual"] = self.perceptual(pred, target).mean()
         if self.weights["adv"] > 0:
             terms["adv"] = -self.discriminator(pred * 2 - 1).mean()  # hinge generator loss
+        if self.weights["texture"] > 0:
+            terms["texture"] = texture_energy_error(pred, target, region)
+        if self.weights["texture_image"] > 0:
+            terms["texture_image"] = texture_energy_error(pred, target, torch.ones_like(region))
         terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 
@@ -214,6 +224,19 @@ class RenderSystem(L.LightningModule):
             return {"optimizer": opt_g, "lr_scheduler": {"scheduler": sched_g, "interval": "step"}}
         opt_d = self.optimizer_d(params=self.discriminator.parameters())
         return ([opt_g, opt_d], [sched_g] if sched_g is not None else [])
+
+
+def texture_energy_error(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """Mean |E(pred) - E(target)| inside the region, E = the Laplacian magnitude of the grey image averaged over
+    ``cell`` x ``cell`` patches: how much fine texture each patch holds, not where its edges are. L1 alone prefers a
+    blur wherever an edge's exact place is uncertain (the mean of shifted edges is flat); this term says that the
+    patch must still be as textured as the truth's (teeth, lip creases)."""
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        lap = F.conv2d(x.mean(1, keepdim=True), LAPLACIAN.to(x)[None, None], padding=1)  # (B, 1, H, W)
+        return F.avg_pool2d(lap.abs(), cell, stride=cell)  # (B, 1, H / cell, W / cell)
+
+    weight = F.avg_pool2d(region, cell, stride=cell)  # (B, 1, H / cell, W / cell) share of each patch in the region
+    return ((energy(pred) - energy(target)).abs() * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def nearest_reference(batch: dict) -> torch.Tensor:

@@ -44,7 +44,7 @@ def load_ict(path: str | Path, require_all: bool = True) -> FaceModelData:
     if path.is_dir():
         mean, tris, id_basis, exp_basis, names, lmk68 = _read_folder(path, require_all)
     elif path.suffix == ".npz":
-        with np.load(path) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             mean, tris, lmk68 = npz["mean"], npz["tris"], npz["lmk68"]
             id_basis, exp_basis = npz["id_basis"], npz["exp_basis"]
             names = [str(n) for n in npz["exp_names"]]

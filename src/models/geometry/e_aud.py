@@ -65,8 +65,12 @@ class AudioEncoder(nn.Module):
             self.hubert.feature_extractor._freeze_parameters()  # what HubertForCTC.freeze_feature_encoder does
         self.to_frame = nn.Linear(2 * self.hubert.config.hidden_size, dim)
 
-    def forward(self, audio: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """audio (B, N) float at 16 kHz, N within 640 samples of 640 * n_frames -> A (B, T, D)."""
+    def forward(self, audio: torch.Tensor, n_frames: int, features: torch.Tensor | None = None) -> torch.Tensor:
+        """audio (B, N) float at 16 kHz, N within 640 samples of 640 * n_frames -> A (B, T, D). HuBERT reads the
+        waveform itself: precomputed ``features`` (another front end's) are an error."""
+        if features is not None:
+            raise ValueError("AudioEncoder (HuBERT) reads the waveform; got precomputed audio features: the data "
+                             "module's audio_features belong to another E_aud (e_aud_phones)")
         wave = self._fit(audio, n_frames)  # (B, 640 T + 2 pad)
         features = self.hubert(wave).last_hidden_state  # (B, 2T, H)
         if features.shape[1] != 2 * n_frames:  # guaranteed by _alignment_padding; a guard against config drift

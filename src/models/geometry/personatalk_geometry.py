@@ -86,13 +86,15 @@ class StyleAwareGeometry(nn.Module):
         vtx_temp: torch.Tensor | None = None,
         ref_mask: torch.Tensor | None = None,
         style_code: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """audio (B, N) 16 kHz with N ~ 640 n_frames; vtx_exp_ref (B, T_ref, L, 3) or a precomputed
         style_code (B, D), exactly one (neither for w/o style; a given vtx_exp_ref is then unused);
-        vtx_temp (B, L, 3) -> lower-face offsets (B, T, n_lower, 3)."""
+        vtx_temp (B, L, 3); audio_features (B, T, F): a front end's precomputed features of the audio, for an E_aud
+        that takes them (``e_aud_phones``) -> lower-face offsets (B, T, n_lower, 3)."""
         if vtx_temp is None:
             raise ValueError("StyleAwareGeometry: vtx_temp (B, L, 3), the identity template, is required")
-        features = self.e_aud(audio, n_frames)  # (B, T, D)
+        features = self.e_aud(audio, n_frames, audio_features)  # (B, T, D)
         if self.style_injection is not None:
             features = self.style_injection(features, self._style_code(vtx_exp_ref, ref_mask, style_code))  # (B, T, D)
         elif style_code is not None:
