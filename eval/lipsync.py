@@ -42,11 +42,13 @@ from src.geometry.compose import compose_canonical
 from src.inference.audio import VadConfig, frame_levels_db, load_target_audio, voice_activity
 from src.inference.checkpoints import Loaded, load_stage
 from src.inference.geometry import GeometryConfig, LowerFaceStream, stage_one_inputs
-from src.media.contract import SAMPLES_PER_FRAME
+from src.media.contract import FPS, SAMPLES_PER_FRAME
 from src.models.face_model import load_face_model
 
 COLUMNS = ("method", "clip", "person", "mouth_corr", "lower_mm", "baseline_mm", "ratio")
 SPEECH_COLUMNS = ("method", "speech", "opening_std_mm", "speech_fraction", "loudness_corr")
+SILENCE_COLUMNS = ("method", "speech", "close_s", "open_s", "closed_mm", "speaking_mm")
+PART, GAP = 2 * FPS, 2 * FPS  # frames of speech on each side of the silence, frames of silence
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,15 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="val")
     p.add_argument("--speech", action="append", default=[], type=Path, metavar="FILE",
                    help="speech without video to drive the reference clip with (no truth: range and gate figures)")
+    p.add_argument("--silence", action="append", default=[], type=Path, metavar="FILE",
+                   help="speech cut mid-word into 2 s + 2 s of silence + 2 s: how fast the mouth closes and reopens")
     p.add_argument("--reference-clip", help="the clip key the --speech files drive (default: the split's first)")
     p.add_argument("--no-vad", action="store_true", help="no voice-activity gate")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv)
     if not (args.shards / "index.json").is_file():
         p.error(f"--shards {args.shards}: no index.json (not a shard folder)")
-    for path in args.speech:
-        if not path.is_file():
-            p.error(f"--speech {path}: no such file")
+    for flag, paths in (("--speech", args.speech), ("--silence", args.silence)):
+        for path in paths:
+            if not path.is_file():
+                p.error(f"{flag} {path}: no such file")
     return args
 
 
@@ -144,6 +149,40 @@ def score_speech(net, fm, clip: Clip, path: Path, vad: VadConfig, device: str) -
             "loudness_corr": correlation(open_mm, loudness)}
 
 
+def gapped_speech(samples: np.ndarray, vad: VadConfig) -> np.ndarray:
+    """``PART`` frames of speech ending mid-word, ``GAP`` frames of digital silence, ``PART`` frames starting
+    mid-word (cut where the detector hears speech on 3 frames each side), so speech stops exactly at frame
+    ``PART`` and starts again at ``PART + GAP``."""
+    n = len(samples) // SAMPLES_PER_FRAME
+    speech = voice_activity(samples[:n * SAMPLES_PER_FRAME], vad) > 0.5  # (n,)
+    inside = [k for k in range(3, n - 3) if speech[k - 3:k + 3].all()]
+    a = next((k for k in inside if k >= PART), None)
+    b = next((k for k in inside if a is not None and k >= a + FPS and k + PART <= n), None)
+    if b is None:
+        raise ValueError(f"--silence: needs {2 * PART / FPS + 1:.0f} s of speech or more with speech at the cuts")
+    f = SAMPLES_PER_FRAME
+    return np.concatenate([samples[(a - PART) * f:a * f], np.zeros(GAP * f, samples.dtype),
+                           samples[b * f:(b + PART) * f]])
+
+
+def score_silence(net, fm, clip: Clip, path: Path, vad: VadConfig, device: str) -> dict:
+    """Seconds from the speech's end to a closed mouth and from its restart to an open one, on the predicted
+    geometry. Closed: the opening within 20% of the way from the mid-silence opening to the speaking level (its
+    90th percentile over the speech frames)."""
+    samples = gapped_speech(load_target_audio(path).samples, vad)
+    n = len(samples) // SAMPLES_PER_FRAME
+    reference = Clip(clip.key, clip.person, *(np.resize(x, (n, *x.shape[1:])) for x in (clip.alpha, clip.beta)),
+                     np.ones(n, bool), samples)
+    open_mm = opening(fm, reference, predict(net, fm, reference, samples, vad, device))  # (n,)
+    closed = float(np.median(open_mm[PART + 10:PART + GAP - 10]))
+    speaking = float(np.percentile(np.concatenate([open_mm[:PART], open_mm[PART + GAP:]]), 90))
+    threshold = closed + 0.2 * (speaking - closed)
+    close = next((k for k in range(PART, PART + GAP) if open_mm[k] <= threshold), PART + GAP)
+    reopen = next((k for k in range(PART + GAP, n) if open_mm[k] > threshold), n)
+    return {"close_s": (close - PART) / FPS, "open_s": (reopen - PART - GAP) / FPS, "closed_mm": closed,
+            "speaking_mm": speaking}
+
+
 def load_methods(specs: list[str], device: str) -> dict[str, Loaded]:
     methods = {}
     for spec in specs:
@@ -202,8 +241,11 @@ def main(argv=None) -> int:
     speech_rows = [{"method": name, "speech": path.name, **score_speech(loaded.net, fm, reference, path, vad,
                                                                            args.device)}
                    for name, loaded in methods.items() for path in args.speech]
+    silence_rows = [{"method": name, "speech": path.name, **score_silence(loaded.net, fm, reference, path, vad,
+                                                                             args.device)}
+                    for name, loaded in methods.items() for path in args.silence]
     result = {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "means": means,
-              "speech": speech_rows, "reference_clip": reference.key,
+              "speech": speech_rows, "silence": silence_rows, "reference_clip": reference.key,
               "checkpoints": {n: str(m.path) for n, m in methods.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "lipsync.csv", csv_text(rows + means, COLUMNS))
@@ -214,10 +256,15 @@ def main(argv=None) -> int:
           table(rows, COLUMNS)]
     if speech_rows:
         md += ["", f"## Speech without video, driving {reference.key}", "", table(speech_rows, SPEECH_COLUMNS)]
+    if silence_rows:
+        md += ["", f"## Silence: 2 s of speech, 2 s of silence, 2 s of speech, driving {reference.key}", "",
+               "close_s: from the speech's end to a closed mouth; open_s: from its restart to an open one.", "",
+               table(silence_rows, SILENCE_COLUMNS)]
     atomic_write(args.out / "lipsync.md", "\n".join(md) + "\n")
     print(table(means, COLUMNS))
-    if speech_rows:
-        print(table(speech_rows, SPEECH_COLUMNS))
+    for extra, columns in ((speech_rows, SPEECH_COLUMNS), (silence_rows, SILENCE_COLUMNS)):
+        if extra:
+            print(table(extra, columns))
     return 0
 
 

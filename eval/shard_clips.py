@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from src.data.shards import shard_urls
+from src.data.shards import ShardFaults, shard_urls
 
 
 def split_urls(shards: str | Path, split: str, owner: str) -> list[str]:
@@ -37,9 +37,11 @@ def face_model_spec(shards: str | Path) -> str:
     return str(json.loads(index.read_text()).get("args", {}).get("face_model", "procedural"))
 
 
-def iter_samples(urls: list[str]):
-    """Raw samples (dicts of bytes) of the shards, in order."""
-    yield from wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+def iter_samples(urls: list[str], max_bad_fraction: float = 0.5):
+    """Raw samples (dicts of bytes) of the shards, in order; an unreadable shard or sample is skipped and logged
+    (``src.data.shards.ShardFaults``), past ``max_bad_fraction`` of the shards it is an error naming them."""
+    faults = ShardFaults("eval (shards)", len(urls), max_bad_fraction)
+    yield from wds.WebDataset(urls, shardshuffle=False, empty_check=False, handler=faults)
 
 
 def npy(sample: dict, name: str) -> np.ndarray:

@@ -3,6 +3,7 @@ silero voice activity, the frozen-mouth baseline and eval.lipsync end to end."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,21 @@ def test_lipsync_scores_self_dubbing_against_the_frozen_mouth(phone_geometry_ckp
     assert rows[-1]["clip"] == "mean" and float(rows[-1]["baseline_mm"]) > 0
     assert all(float(r["ratio"]) == pytest.approx(float(r["lower_mm"]) / float(r["baseline_mm"]), rel=1e-4)
                for r in rows)
+
+
+@needs_speech
+def test_silence_measurement_cuts_mid_speech_and_times_the_mouth(phone_geometry_ckpt, synthetic_shards, tmp_path):
+    """eval.lipsync --silence: the gapped audio has digital silence exactly where it should, speech at both cuts,
+    and the closing / reopening times come out in seconds, within the clip."""
+    from eval.lipsync import GAP, PART, gapped_speech
+    from eval.lipsync import main as lipsync
+    from src.media.decode import read_audio
+
+    gapped = gapped_speech(read_audio(LJ), VadConfig())
+    assert len(gapped) == (2 * PART + GAP) * 640 and not gapped[PART * 640:(PART + GAP) * 640].any()
+    assert np.abs(gapped[(PART - 2) * 640:PART * 640]).max() > 0.01  # speech right up to the gap
+    out = tmp_path / "lipsync"
+    assert lipsync(["--geometry-ckpt", f"phones={phone_geometry_ckpt}", "--shards", str(synthetic_shards),
+                    "--out", str(out), "--split", "val", "--silence", str(LJ)]) == 0
+    (row,) = json.loads((out / "lipsync.json").read_text())["silence"]
+    assert 0 <= row["close_s"] <= GAP / 25 and 0 <= row["open_s"] <= PART / 25
