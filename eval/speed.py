@@ -4,6 +4,7 @@
     python -m eval.speed render [--device cpu|cuda] [--size 256] [--dim 128] [--n-lip 5 25 100] [--sdpa math]
     python -m eval.speed dub [--device cpu|cuda] [--video V --audio A --audio2 A2] [--geometry-ckpt G --render-ckpt R]
     python -m eval.speed data_prep [--video V] [--seconds 8] [--fit-steps N] [--hyperiqa WEIGHTS]
+    python -m eval.speed peers [--device cpu|cuda] [--batches 1 8 32] [--precision fp32|bf16] [--networks ...]
 
 `raster` prints, per mesh: vertices, triangles, frames/s of the numba z-buffer (one thread, sequential
 kernel), numba PNCC and numba shaded renders, and the batched pure-torch rasteriser on CPU (and CUDA when
@@ -27,6 +28,9 @@ depend on the weights).
 
 `data_prep` prints frames/s and frames per CPU-second (per core) of each data_prep step and end to end
 (eval/speed_data_prep.py).
+
+`peers` prints frames/s and peak memory of our renderer and stage 1 beside MuseTalk's generator and a
+Wav2Lip-style one, same device, same run, batch 1 / 8 / 32 (eval/speed_peers.py).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval import speed_data_prep
+from eval import speed_data_prep, speed_peers
 from src.geometry.rasterizer import rasterize
 from src.geometry.rasterizer_torch import rasterize_torch
 from src.geometry.render import icosphere, render_pncc, render_shaded
@@ -442,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     dub.add_argument("--synthetic-size", type=int, default=384, help="frame size of the synthetic clips")
     dub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     dub.set_defaults(func=run_dub)
+    peers = sub.add_parser("peers", help="our renderer and stage 1 beside MuseTalk's and a Wav2Lip-style generator")
+    speed_peers.add_options(peers)
+    peers.set_defaults(func=speed_peers.run)
     data_prep = sub.add_parser("data_prep", help="data_prep frames/s per CPU core, per step and end to end")
     speed_data_prep.add_options(data_prep)
     data_prep.set_defaults(func=speed_data_prep.run)

@@ -21,6 +21,8 @@ from src.models.renderer import (
     TextureDecoder,
     TextureEncoder,
 )
+from src.models.renderer.chunked_attention import chunked_attention
+from src.models.renderer.chunked_attention import sdpa_kernel as sdpa_kernel_for
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
 from src.models.renderer.slot_code import SlotCode
 
@@ -135,12 +137,29 @@ def test_attention_never_requests_the_full_score_matrix(monkeypatch, chunk):
     for n_lip in (1, 4, 16):
         calls.clear()
         renderer = build("dual", query_chunk=chunk)
-        with torch.no_grad():
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):  # the kernel that would build the scores
             renderer(**inputs(b=1, n_face=2, n_lip=n_lip))
         lip_calls = [(q, k) for q, k in calls if k == n_lip * tokens]
         assert sum(q for q, _ in lip_calls) == tokens  # every query answered once
         assert all(q <= chunk < tokens for q, _ in calls)
         assert max(q * k for q, k in lip_calls) == chunk * n_lip * tokens  # the bound, linear in N_l
+
+
+def test_a_fused_kernel_gets_every_query_in_one_call(monkeypatch):
+    """Flash (on the CPU too, fp32 and bf16) never builds the scores: no chunking there."""
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, k, v, **kw: calls.append(q.shape[-2]) or
+                        sdpa(q, k, v, **kw))
+    q = torch.randn(1, HEADS, 40, 8)
+    kernel = sdpa_kernel_for(q, q, q)
+    assert kernel in ("flash", "efficient", "cudnn", "math")
+    chunked_attention(q, q, q, chunk=7)
+    assert calls == ([40] if kernel != "math" else [7] * 5 + [5])
+    with sdpa_kernel([SDPBackend.MATH]):
+        assert sdpa_kernel_for(q, q, q) == "math"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert sdpa_kernel_for(q, q, q) == "math"
 
 
 def test_checkpointed_chunks_give_the_same_gradients():
@@ -150,7 +169,8 @@ def test_checkpointed_chunks_give_the_same_gradients():
     recomputed.load_state_dict(plain.state_dict())
     q_geo, ref_geo, ref_tex = torch.randn(1, C, 8, 8), torch.randn(1, 3, C, 8, 8), torch.randn(1, 3, C, 8, 8)
     for attn in (plain, recomputed):
-        attn(q_geo, ref_geo, ref_tex).square().mean().backward()
+        with sdpa_kernel([SDPBackend.MATH]):  # the kernel that is chunked
+            attn(q_geo, ref_geo, ref_tex).square().mean().backward()
     for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
