@@ -16,7 +16,7 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test lint demo demo-shards demo-real stage1-scale calibrate-landmarks clean distclean install-hash
+.PHONY: help install test lint browser demo demo-shards demo-real stage1-scale calibrate-landmarks clean distclean install-hash
 
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
@@ -46,7 +46,16 @@ install-hash:
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install lint
+# Debian's chromium for the browser tests (tests/test_browser.py, Playwright drives it): installed when missing and
+# apt-get can run (root); otherwise those tests skip and say why
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+		 { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }) \
+		|| echo "make browser: could not install chromium; the browser tests will skip" >&2; \
+	else echo "make browser: chromium missing (apt-get install chromium as root); the browser tests will skip" >&2; fi; }
+
+test: install lint browser
 	rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
@@ -132,12 +141,15 @@ demo-real: demo-shards
 	$(PY) -m eval.lipsync --geometry-ckpt phones=$(REAL)/geometry/checkpoints/last.ckpt \
 		$$(test -f $(DEMO)/geometry/checkpoints/last.ckpt && echo --geometry-ckpt hubert_synthetic=$(DEMO)/geometry/checkpoints/last.ckpt) \
 		--shards $(REAL)/shards --split val --out $(REAL)/lipsync \
-		$$(for f in $(REAL_AUDIO)/*chinese* $(REAL_AUDIO)/*deyu* $(REAL_AUDIO)/*japanese* $(REAL_AUDIO)/*spanish*; do \
-			test -f $$f && echo --speech $$f; done)
+		$$(for f in $(REAL_AUDIO)/*chinese* $(REAL_AUDIO)/*deyu* $(REAL_AUDIO)/*japanese* $(REAL_AUDIO)/*spanish* \
+			$(REAL_AUDIO)/*korean* $(REAL_AUDIO)/*common_voice_fr* $(REAL_AUDIO)/*LJ001-0001*; do \
+			test -f $$f && echo --speech $$f; done) \
+		$$(test -f $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav && echo --silence $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav)
 	$(PY) -m src.dub --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4 \
 		--geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt --render-ckpt $(REAL)/render/checkpoints/last.ckpt \
 		--cache-dir $(REAL)/dub_cache
 	$(PY) -m eval.contact_sheet --video $(REAL)/dub.mp4 --input $(REAL_VIDEO) --out $(REAL)/dub_sheet.png
+	$(PY) -m eval.upper_face --input $(REAL_VIDEO) --dubbed $(REAL)/dub.mp4 --json $(REAL)/upper_face.json
 	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
 	@echo "stage 2 (real):  $(REAL)/render/checkpoints/last.ckpt (samples/: held-out people)"
 	@echo "U-Net baseline:  $(REAL)/unet/checkpoints/last.ckpt"

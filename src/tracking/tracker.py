@@ -180,3 +180,25 @@ def smooth_boxes(landmarks: np.ndarray, segments: list[tuple[int, int]], cfg: Tr
             raw = gaussian_filter1d(raw, cfg.smooth_sigma, axis=0, mode="nearest")
         boxes[start:end] = raw
     return boxes
+
+
+def face_thumbnails(frames, cfg: TrackConfig = TrackConfig(), size: int = 128, search: int = 25) -> list[np.ndarray]:
+    """Crops of the faces in the first of ``frames`` (up to ``search``) that has any, largest first: thumbnail
+    ``i`` is the face that ``TrackConfig.face_index = i`` (``--face i``) follows. Each (size, size, 3) uint8."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import mediapipe as mp
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=cfg.max_faces, refine_landmarks=True,
+                                         min_detection_confidence=cfg.min_confidence) as mesh:
+        for k, image in enumerate(frames):
+            if k >= search:
+                break
+            result = mesh.process(image)
+            if not result.multi_face_landmarks:
+                continue
+            h, w = image.shape[:2]
+            faces = [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32)
+                     for face in result.multi_face_landmarks]
+            faces.sort(key=lambda f: -_extent(f))  # (478, 2) each, largest first, as FaceTracker._choose orders them
+            return [crop_frame(image, np.array([*f.mean(0), _extent(f) * cfg.box_scale]), size)[0] for f in faces]
+    return []
