@@ -21,14 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from src.inference.paste import UPPER_FACE_MP478
 from src.media.decode import iter_frames
 from src.tracking.tracker import FaceTracker, TrackConfig
 
-# MediaPipe-478 landmarks of the upper face: brows, eye contours, nose bridge, alae and tip
-UPPER_FACE = (70, 63, 105, 66, 107, 55, 46, 53, 52, 65, 336, 296, 334, 293, 300, 285, 276, 283, 282, 295,
-              33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
-              362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398,
-              168, 6, 197, 195, 5, 4, 1, 98, 327, 129, 358)
+UPPER_FACE = UPPER_FACE_MP478  # the hull the paste-back keeps (src/inference/paste.py)
 
 
 def upper_face_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -285,7 +285,7 @@ class LocalNet(torch.nn.Module):
         self.register_buffer("jaw", jaw)
         self.calls = 0
 
-    def forward(self, audio, n_frames, vtx_temp=None, style_code=None):
+    def forward(self, audio, n_frames, vtx_temp=None, style_code=None, audio_features=None):
         self.calls += 1
         loudness = audio.reshape(1, n_frames, -1).abs().mean(-1) * 2  # (1, T), ~0.75 when speaking
         return loudness[..., None, None] * self.jaw  # (1, T, n_lower, 3)
@@ -412,3 +412,25 @@ def test_real_clips(video, audio, black, dubber, tmp_path):
     print(f"{video} + {audio}: {len(out)} frames, PSNR outside the mask {psnr:.2f} dB")
     assert psnr > 45, psnr
     assert result.dubbed_frames > 0.8 * result.n_frames - (20 if black else 0)
+
+
+def test_the_paste_mask_keeps_the_upper_face_and_covers_the_lips():
+    """The lower-face mask reaches over the nose and under the eyes; the upper face (eyes, brows, nose) is cut out
+    of it, exactly 0 there, so those pixels stay the input's."""
+    from src.inference.paste import PasteConfig, crop_mask, upper_face_vertices
+
+    fm = load_face_model("procedural")
+    verts = fm.mean.numpy().astype(np.float64)  # (L, 3) model units, y up
+    xy = verts[:, :2] - verts[:, :2].mean(0)
+    screen = np.zeros_like(verts)
+    screen[:, 0], screen[:, 1] = 128 + xy[:, 0] * 150 / np.ptp(xy[:, 0]), 128 - xy[:, 1] * 150 / np.ptp(xy[:, 0])
+    lower = crop_mask(fm, screen, screen, np.zeros((0, 2)), PasteConfig())
+    whole = crop_mask(fm, screen, screen, np.zeros((0, 2)), PasteConfig(region="face"))
+    pixels = np.round(screen[:, :2]).astype(int)  # (L, 2) x, y
+
+    def at(mask: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return mask[pixels[idx, 1], pixels[idx, 0]]
+
+    upper = upper_face_vertices(fm)
+    assert at(lower, upper).max() == 0 and at(lower, fm.lip.numpy()).min() > 0.5
+    assert at(whole, upper).min() > 0  # region "face" replaces everything

@@ -60,6 +60,15 @@ def stage_one_inputs(net, fm, analysis, cfg: GeometryConfig, device: str) -> Sta
     return StageOneInputs(style, temp.to(device), mean_lower.astype(np.float32))
 
 
+def whole_audio_features(net, samples: np.ndarray, n_frames: int) -> torch.Tensor | None:
+    """(T, P) the front end's features of the whole target audio, for an E_aud that computes features from the audio
+    (the phone recogniser): decoded once over the whole audio, as training decodes each clip, not per window (a
+    window cut mid-word decodes worse, and its edges differ from what training saw); None for HuBERT."""
+    if not hasattr(getattr(net, "e_aud", None), "recognise"):
+        return None
+    return net.e_aud.recognise(torch.from_numpy(np.ascontiguousarray(samples, np.float32))[None], n_frames)[0].cpu()
+
+
 class LowerFaceStream:
     """Gated lower-face offsets (mm) of every output frame, computed window by window as they are asked for,
     in increasing order (module docstring)."""
@@ -76,6 +85,7 @@ class LowerFaceStream:
         self.samples_per_frame = spf
         self.spans = windows(self.n_frames, cfg.window, cfg.overlap)
         self.done: dict[int, np.ndarray] = {}  # window -> its weighted offsets (t, n_lower, 3)
+        self.features = None if cfg.frozen_mouth else whole_audio_features(net, samples, self.n_frames)
 
     def take(self, start: int, stop: int) -> np.ndarray:
         """Offsets of frames [start, stop): (stop - start, n_lower, 3) float32 mm, times the gate."""
@@ -102,8 +112,9 @@ class LowerFaceStream:
         s, e = self.spans[i]
         spf = self.samples_per_frame
         audio = torch.from_numpy(self.samples[s * spf:e * spf])[None].to(self.device)  # (1, 640 t)
-        offsets = self.net(audio, e - s, vtx_temp=self.inputs.vtx_temp,
-                           style_code=self.inputs.style_code)  # (1, t, n_lower, 3) cm
+        features = None if self.features is None else self.features[s:e][None].to(self.device)  # (1, t, P)
+        offsets = self.net(audio, e - s, vtx_temp=self.inputs.vtx_temp, style_code=self.inputs.style_code,
+                           audio_features=features)  # (1, t, n_lower, 3) cm
         weight = window_weights(self.spans, i, self.cfg.overlap)[:, None, None]  # (t, 1, 1)
         return net_units.output_to_mm(offsets[0].float().cpu()).numpy() * weight  # (t, n_lower, 3) mm
 

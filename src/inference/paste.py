@@ -4,7 +4,10 @@ The mask is built in the 256 crop, where the geometry lives: the convex hulls of
 ("lower": jaw, cheeks, lips, chin, where stage 1 changes the face; "face": every vertex) in the target
 geometry and in the reference frame's own geometry (an open mouth that closes leaves its old chin to
 cover), and of the detected landmarks on the lower face; dilated by ``dilate`` and feathered with a
-Gaussian of ``feather`` (both fractions of the crop side). The face and the mask are warped into the frame
+Gaussian of ``feather`` (both fractions of the crop side). With "lower", the upper face (eyes, brows, the nose
+down to its tip and alae: ``UPPER_FACE_MP478``, the hull of the reference geometry's vertices there) is then cut
+out of the mask, exactly 0 inside it and feathered outside it, so those pixels stay the input's even where the
+lower-face hull reaches over the nose and under the eyes. The face and the mask are warped into the frame
 with the inverse of the crop transform (``src.tracking.crops.crop_transform``) and blended; pixels where the
 warped mask is 0 are the input's bytes, untouched. With "lower" the eyes and brows stay the original
 full-resolution pixels: stage 1 keeps the reference's upper face anyway.
@@ -17,10 +20,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from src.geometry.landmarks import landmark_indices, landmark_set
 from src.media.contract import CROP_SIZE
 from src.tracking.crops import crop_transform
 
 REGIONS = ("lower", "face")
+# MediaPipe-478 landmarks of the upper face: brows, eye contours, nose bridge, alae and tip (eval.upper_face scores
+# the PSNR of the same hull against the input)
+UPPER_FACE_MP478 = (70, 63, 105, 66, 107, 55, 46, 53, 52, 65, 336, 296, 334, 293, 300, 285, 276, 283, 282, 295,
+                    33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+                    362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398,
+                    168, 6, 197, 195, 5, 4, 1, 98, 327, 129, 358)
+UPPER_FACE_IBUG68 = tuple(range(17, 48))  # brows, nose, eyes
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,34 @@ def crop_mask(fm, target: np.ndarray, reference: np.ndarray, landmarks: np.ndarr
     if sigma > 0:
         k = 2 * int(math.ceil(3 * sigma)) + 1
         mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    if cfg.region == "lower":
+        mask *= 1.0 - _keep_region(reference[upper_face_vertices(fm), :2], cfg)
     mask[mask < 1e-3] = 0.0  # the Gaussian's far tail: keep those pixels exactly the input's
     mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 0, 0, 0, 0  # nothing bleeds in from beyond the crop
     return mask
+
+
+def upper_face_vertices(fm) -> np.ndarray:
+    """The face model's vertex indices of the upper face (``UPPER_FACE_MP478`` or the 68-point equivalent)."""
+    name = landmark_set(fm)
+    upper = UPPER_FACE_MP478 if name == "mp478" else UPPER_FACE_IBUG68
+    return landmark_indices(fm, name).numpy()[list(upper)]
+
+
+def _keep_region(points: np.ndarray, cfg: PasteConfig) -> np.ndarray:
+    """(256, 256) float32: 1 inside the hull of ``points`` (crop pixels), falling to 0 over about 2 feather
+    widths outside it."""
+    keep = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+    points = points[np.isfinite(points).all(1)]
+    if len(points) < 3:
+        return keep.astype(np.float32)
+    cv2.fillConvexPoly(keep, cv2.convexHull(np.round(points * 16).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
+    sigma = max(cfg.feather * CROP_SIZE, 1.0)
+    radius = int(math.ceil(2 * sigma))
+    grown = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    return np.maximum(soft, keep.astype(np.float32))  # exactly 1 inside the hull
 
 
 def paste_face(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple]:

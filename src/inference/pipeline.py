@@ -1,8 +1,9 @@
 """Dubbing (docs/design.md, "Dubbing"): any reference video + any audio -> the video with the lips re-synced
 to the audio.
 
-    analyse the reference (cached)     reference_analysis: track, crop boxes, 3DMM fit, lip references
+    check the flags, paths and inputs  check_paths, check_inputs: in seconds, before any work
     decode the target audio            audio: 16 kHz for the model, voice-activity gate
+    analyse the reference (cached)     reference_analysis: track, crop boxes, 3DMM fit, lip references
     timeline                           timeline: ping-pong the reference if the audio is longer, else cut
     per chunk of output frames         geometry: stage 1 (windowed, crossfaded, gated), composed and posed
                                        render: PNCC + lip mask, Algorithm 1 references, stage 2 in batches
@@ -217,7 +218,8 @@ def check_inputs(video: Path, audio: Path):
     if info.codec in IMAGE_CODECS and info.n_frames <= 1:
         raise ValueError(still)
     if info.n_frames < MIN_REFERENCE_FRAMES:
-        raise ValueError(f"--video {video}: too short: {info.n_frames} frame ({info.duration_s:.2f} s); the "
+        raise ValueError(f"--video {video}: too short: {info.n_frames} frame{'s' * (info.n_frames != 1)} "
+                         f"({info.duration_s:.2f} s); the "
                          f"reference needs at least {MIN_REFERENCE_FRAMES} frames of the person")
     if not has_audio_stream(audio):
         raise ValueError(f"--audio {audio}: the file has no audio stream")
