@@ -41,7 +41,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def build(name: str, device: str):
     """(network, inputs(batch) -> kwargs, frames per call per batch item, its size in pixels)."""
     if name == "ours_render":
-        from eval.speed import build_renderer, render_inputs
+        from eval.speed_parts import build_renderer, render_inputs
 
         spec = argparse.Namespace(size=256, dim=128, heads=4, query_chunk=1024, decoder="sampled", batch=1, n_face=5)
 
@@ -90,7 +90,7 @@ def stage1_network():
 
 def measure(name: str, batch: int, args: argparse.Namespace) -> dict:
     """One row, in this process."""
-    from eval.speed import peak_mib
+    from eval.speed_parts import peak_mib
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -88,7 +88,7 @@ def test_clips_without_speech_are_kept_for_stage_two_only_when_asked(tmp_path):
     _remux(source, root / "zeros.mp4", "zeros")
     args = ["--source", "folder", "--root", str(root), "--workers", "1", "--fit-steps", "20", "--min-seconds", "1",
             "--val", "0", "--test", "0"]
-    assert build([*args, "--out", str(tmp_path / "strict")]) == 0
+    assert build([*args, "--out", str(tmp_path / "strict")]) == 1  # every clip removed: no shards, exit 1
     removed = json.loads((tmp_path / "strict" / "index.json").read_text())["report"]["removed_by_reason"]
     assert removed == {"no_audio": 1, "silent_audio": 1}
     assert build([*args, "--out", str(tmp_path / "kept"), "--allow-no-audio"]) == 0
