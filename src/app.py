@@ -4,7 +4,7 @@
         [--out-dir outputs/app] [--device cpu|cuda]
 
 A Gradio page over the same ``Dubber`` API as ``python -m src.dub``: the faces found in the video are shown as
-thumbnails (largest first; click one to dub that face), the checkpoints default to the ones given here (or
+numbered thumbnails (largest first; the number is ``--face``), the checkpoints default to the ones given here (or
 ``make demo``'s), progress follows the dub's own stages (reference analysis, fit, render), and the result plays
 in the page and downloads. Bad inputs show the CLI's messages in the page; the untrained-weights banner shows
 when the checkpoints are demo ones; outputs carry the synthetic-media tags. One dub at a time per process
@@ -21,7 +21,9 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no network calls
 
+import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
 from src.inference.pipeline import MAX_FACES, Dubber, DubConfig  # noqa: E402
 from src.media.decode import DecodeError  # noqa: E402
@@ -72,10 +74,11 @@ class DubService:
         return str(result.out), str(result.out), "\n".join(notes)
 
 
-def find_faces(video: str | None) -> list:
-    """Thumbnails of the faces in the video's first frames, largest first (index = the face to dub)."""
+def find_faces(video: str | None):
+    """One strip of the faces in the video's first frames, largest first, each labelled with its index (the
+    face number to dub), or None."""
     if not video:
-        return []
+        return None
     try:
         with FrameReader(video) as reader:
             frames = reader.read(0, min(reader.n_frames, 25))
@@ -84,7 +87,15 @@ def find_faces(video: str | None) -> list:
     faces = face_thumbnails(frames)
     if not faces:
         gr.Warning("No face found in the first second of the video")
-    return [(image, f"face {i}" + (" (largest)" if i == 0 else "")) for i, image in enumerate(faces)]
+        return None
+    tiles = []
+    for i, image in enumerate(faces):  # (128, 128, 3) each
+        tile = np.ascontiguousarray(image).copy()
+        side = tile.shape[0]
+        cv2.rectangle(tile, (0, side - 24), (30, side), (0, 0, 0), -1)  # the number, bottom left
+        cv2.putText(tile, str(i), (7, side - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)  # (128, 128 n, 3)
 
 
 def build_app(service: DubService, geometry_ckpt: str = "", render_ckpt: str = "") -> gr.Blocks:
@@ -97,8 +108,8 @@ def build_app(service: DubService, geometry_ckpt: str = "", render_ckpt: str = "
             video = gr.Video(label="Reference video", sources=["upload"], elem_id="video")
             audio = gr.Audio(label="Target audio", type="filepath", sources=["upload"], elem_id="audio")
         with gr.Row():
-            faces = gr.Gallery(label="Faces found (click the one to dub)", columns=MAX_FACES, height=200,
-                               object_fit="contain", allow_preview=False, elem_id="faces")
+            faces = gr.Image(label="Faces found, largest first: enter the number of the one to dub", height=150,
+                             interactive=False, show_download_button=False, elem_id="faces")
             face = gr.Number(label="Face to dub (0 = the largest)", value=0, precision=0, minimum=0,
                              maximum=MAX_FACES - 1, elem_id="face")
         with gr.Accordion("Checkpoints", open=False):
@@ -111,7 +122,6 @@ def build_app(service: DubService, geometry_ckpt: str = "", render_ckpt: str = "
         download = gr.File(label="Download", interactive=False, elem_id="download")
         notes = gr.Markdown(elem_id="notes")
         video.change(find_faces, video, faces)
-        faces.select(lambda evt: evt.index, None, face)
         run.click(service.dub, [video, audio, face, geometry, render], [result, download, notes],
                   concurrency_limit=1)
     return app.queue(default_concurrency_limit=1)

@@ -86,7 +86,7 @@ def test_the_app_dubs_a_clip_and_the_result_plays(app, browser, media, tmp_path)
     page.goto(app["url"])
     page.locator("#video input[type=file]").set_input_files(str(media["ref"]))
     page.locator("#audio input[type=file]").set_input_files(str(media["short"]))
-    page.wait_for_selector("#faces img", timeout=120_000)  # the face thumbnail of the synthetic speaker
+    page.wait_for_selector("#faces img", timeout=120_000)  # the numbered face thumbnails
     page.click("#dub")
     page.wait_for_selector("#result video", timeout=300_000)
     played = page.evaluate("""async () => {
