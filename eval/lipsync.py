@@ -136,11 +136,18 @@ def score_clip(net, fm, clip: Clip, vad: VadConfig, device: str) -> dict:
             "baseline_mm": baseline, "ratio": lower / baseline if baseline > 0 else float("nan")}
 
 
+def looped(clip: Clip, samples: np.ndarray) -> Clip:
+    """``clip``'s geometry looped (or cut) to the length of ``samples``, driven by them: a reference for speech
+    that has no video of its own."""
+    n = len(samples) // SAMPLES_PER_FRAME
+    alpha, beta = (np.resize(x, (n, *x.shape[1:])) for x in (clip.alpha, clip.beta))  # (n, K) each
+    return Clip(clip.key, clip.person, alpha, beta, np.ones(n, bool), samples)
+
+
 def score_speech(net, fm, clip: Clip, path: Path, vad: VadConfig, device: str) -> dict:
     samples = load_target_audio(path).samples
     n = len(samples) // SAMPLES_PER_FRAME
-    reference = Clip(clip.key, clip.person, *(np.resize(x, (n, *x.shape[1:])) for x in (clip.alpha, clip.beta)),
-                     np.ones(n, bool), samples)  # the clip looped to the speech's length
+    reference = looped(clip, samples)
     gate = voice_activity(samples[:SAMPLES_PER_FRAME * n], vad)
     pred = predict(net, fm, reference, samples, vad, device)
     open_mm = opening(fm, reference, pred)
@@ -171,8 +178,7 @@ def score_silence(net, fm, clip: Clip, path: Path, vad: VadConfig, device: str) 
     90th percentile over the speech frames)."""
     samples = gapped_speech(load_target_audio(path).samples, vad)
     n = len(samples) // SAMPLES_PER_FRAME
-    reference = Clip(clip.key, clip.person, *(np.resize(x, (n, *x.shape[1:])) for x in (clip.alpha, clip.beta)),
-                     np.ones(n, bool), samples)
+    reference = looped(clip, samples)
     open_mm = opening(fm, reference, predict(net, fm, reference, samples, vad, device))  # (n,)
     closed = float(np.median(open_mm[PART + 10:PART + GAP - 10]))
     speaking = float(np.percentile(np.concatenate([open_mm[:PART], open_mm[PART + GAP:]]), 90))

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from eval import speed_data_prep, speed_peers
-from eval.speed_parts import build_renderer, peak_mib, render_inputs
+from eval.speed_parts import build_renderer, experiment_config, peak_mib, render_inputs
 from src.geometry.rasterizer import rasterize
 from src.geometry.rasterizer_torch import rasterize_torch
 from src.geometry.render import icosphere, render_pncc, render_shaded
@@ -302,16 +302,8 @@ def random_checkpoint(experiment: str, path: str, overrides: tuple[str, ...] = (
     """A checkpoint as src.train writes it (run_info.config + net weights), untrained: the experiment's network
     (with Hydra ``overrides``)."""
     import hydra
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    import src.utils.resolvers  # noqa: F401  (${face_model:...})
-
-    root = Path(__file__).resolve().parents[1]
-    with initialize_config_dir(config_dir=str(root / "experiments"), version_base="1.3"):
-        cfg = compose("train.yaml", overrides=[f"experiment={experiment}", f"paths.root_dir={root}",
-                                               "paths.output_dir=unused", *overrides])
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = experiment_config(experiment, overrides)
     net = hydra.utils.instantiate(config["model"]["net"])
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "global_step": 0,
                 "run_info": {"config": config}}, path)

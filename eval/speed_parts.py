@@ -6,6 +6,7 @@ import argparse
 import functools
 import re
 import resource
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -66,3 +67,17 @@ def render_inputs(args: argparse.Namespace, n_lip: int, device: str) -> dict:
     return dict(tgt_pncc=rand(b, 3, size, size), tgt_lip_mask=(rand(b, 1, size, size) > 0.8).float(),
                 face_ref_img=rand(b, n_f, 3, size, size), face_ref_pncc=rand(b, n_f, 3, size, size),
                 lip_ref_img=rand(b, n_lip, 3, size, size), lip_ref_pncc=rand(b, n_lip, 3, size, size))
+
+
+def experiment_config(experiment: str, overrides: tuple[str, ...] = ()) -> dict:
+    """train.yaml composed with ``experiment=<experiment>`` and Hydra ``overrides``, resolved to plain containers."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import src.utils.resolvers  # noqa: F401  (${face_model:...})
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "experiments"), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=[f"experiment={experiment}", f"paths.root_dir={root}",
+                                               "paths.output_dir=unused", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)

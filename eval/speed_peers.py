@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -75,17 +74,12 @@ def build(name: str, device: str):
 def stage1_network():
     """experiment=geometry_style's network (the paper's stage 1), HuBERT-base from its config, random weights."""
     import hydra
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    import src.utils.resolvers  # noqa: F401  (${face_model:...})
+    from eval.speed_parts import experiment_config
 
-    root = Path(__file__).resolve().parents[1]
-    with initialize_config_dir(config_dir=str(root / "experiments"), version_base="1.3"):
-        cfg = compose("train.yaml", overrides=["experiment=geometry_style", f"paths.root_dir={root}",
-                                               "paths.output_dir=unused", "model.net.e_aud.pretrained=null",
-                                               "model.net.e_aud.config={}"])  # HubertConfig() = HuBERT-base sizes
-    return hydra.utils.instantiate(OmegaConf.to_container(cfg.model.net, resolve=True)), str(cfg.model.face_model)
+    config = experiment_config("geometry_style", ("model.net.e_aud.pretrained=null",
+                                                  "model.net.e_aud.config={}"))  # HubertConfig() = HuBERT-base
+    return hydra.utils.instantiate(config["model"]["net"]), str(config["model"]["face_model"])
 
 
 def measure(name: str, batch: int, args: argparse.Namespace) -> dict:

@@ -84,12 +84,7 @@ class FaceTracker:
         return chosen
 
     def _mesh_faces(self, mesh, image: np.ndarray) -> list[np.ndarray]:
-        result = mesh.process(image)
-        if not result.multi_face_landmarks:
-            return []
-        h, w = image.shape[:2]
-        return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32)
-                for face in result.multi_face_landmarks]
+        return mesh_landmarks(mesh.process(image), image.shape)
 
     def _roi_faces(self, image: np.ndarray) -> list[np.ndarray]:
         """Face mesh on a square region around the tracked face (or the full-range detector's pick)."""
@@ -132,6 +127,14 @@ class FaceTracker:
         dist = [np.linalg.norm(f.mean(0) - self.previous.mean(0)) for f in faces]
         best = int(np.argmin(dist))
         return faces[best] if dist[best] < 0.5 * _extent(self.previous) else None
+
+
+def mesh_landmarks(result, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """A MediaPipe face-mesh result -> one (478, 2) float32 array of pixel landmarks per face found."""
+    if not result.multi_face_landmarks:
+        return []
+    h, w = shape[:2]
+    return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32) for face in result.multi_face_landmarks]
 
 
 def _extent(lmk: np.ndarray) -> float:
@@ -193,12 +196,9 @@ def face_thumbnails(frames, cfg: TrackConfig = TrackConfig(), size: int = 128, s
         for k, image in enumerate(frames):
             if k >= search:
                 break
-            result = mesh.process(image)
-            if not result.multi_face_landmarks:
+            faces = mesh_landmarks(mesh.process(image), image.shape)
+            if not faces:
                 continue
-            h, w = image.shape[:2]
-            faces = [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float32)
-                     for face in result.multi_face_landmarks]
             faces.sort(key=lambda f: -_extent(f))  # (478, 2) each, largest first, as FaceTracker._choose orders them
             return [crop_frame(image, np.array([*f.mean(0), _extent(f) * cfg.box_scale]), size)[0] for f in faces]
     return []
