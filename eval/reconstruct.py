@@ -3,6 +3,7 @@
     python -m eval.reconstruct --render-ckpt R [--render-ckpt NAME=R2 ...] --shards DIR --out DIR
         [--split val] [--frames-per-clip 16] [--size S] [--n-face 5] [--n-lip 25] [--lpips-alex FILE]
         [--exclude-window W] [--arcface FILE] [--device cpu|cuda] [--batch 4] [--sheet-frames 4]
+        [--attention-temperature [NAME=]T ...]
 
 Every clip (shard sample) of ``--split`` is rendered from its own fitted geometry: for ``--frames-per-clip``
 target frames spread over the clip, the target PNCC and lip mask come from the clip's coefficients and the
@@ -15,10 +16,11 @@ original speech; with W > 0 every reference's mouth is another moment's, as in a
 from clips no checkpoint has seen: nothing is read but the shards.
 
 Methods: each checkpoint (``NAME=PATH``, or a bare path named after its run's ``task_name``), each at its own
-resolution, and ``nearest_ref``, the reference whose PNCC is closest to the target's, copied. Everything is
-scored at one size (``--size``, default the largest checkpoint resolution; outputs, truth and references are
-resized to it with area averaging or bicubic upsampling), on the face crop and on the lip region (the target's lip
-mask dilated by ``--lip-dilation`` pixels):
+resolution and its attention temperature (``--attention-temperature NAME=T``, or a bare T for every checkpoint not
+named; the same file may appear twice under two names, at two temperatures), and ``nearest_ref``, the reference
+whose PNCC is closest to the target's, copied. Everything is scored at one size (``--size``, default the largest
+checkpoint resolution; outputs, truth and references are resized to it with area averaging or bicubic upsampling), on
+the face crop and on the lip region (the target's lip mask dilated by ``--lip-dilation`` pixels):
 
     psnr, ssim          whole crop
     lip_psnr            lip region
@@ -59,6 +61,7 @@ from src.inference.checkpoints import Loaded, load_stage, render_size
 from src.media.contract import CROP_SIZE
 from src.metrics.image import dilate, lip_sharpness, psnr
 from src.models.face_model import load_face_model
+from src.models.renderer.attention import check_temperature, set_inference_temperature
 
 NEAREST = "nearest_ref"
 CSV_COLUMNS = ("method", "clip", "psnr", "ssim", "lip_psnr", "lpips", "csim", "lip_sharpness")
@@ -82,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also leave the W frames on each side of the target out of the references (default 0)")
     p.add_argument("--lpips-alex", type=Path, help="torchvision AlexNet backbone (alexnet-owt-7be5be79.pth) for LPIPS")
     p.add_argument("--arcface", type=Path, help="an ArcFace .onnx model: CSIM (ArcFace) beside CSIM (dlib ResNet)")
+    p.add_argument("--attention-temperature", action="append", default=[], metavar="[NAME=]T",
+                   help="the renderer's attention softmax temperature for method NAME (a bare T: every checkpoint "
+                        "not named); default the checkpoint's own")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=4, help="frames per renderer call")
     p.add_argument("--sheet-frames", type=int, default=4, help="target frames shown per contact sheet")
@@ -101,7 +107,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--shards {args.shards}: no index.json (not a shard folder)")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device")
+    try:
+        args.attention_temperature = temperatures(args.attention_temperature)
+    except ValueError as err:
+        p.error(str(err))
     return args
+
+
+def temperatures(specs: list[str]) -> dict[str | None, float]:
+    """``[NAME=]T`` specs -> {NAME or None (every checkpoint not named): T}."""
+    out = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        try:
+            out[name if sep else None] = check_temperature(float(value), "a temperature")
+        except ValueError:
+            raise ValueError(f"--attention-temperature {spec}: expected [NAME=]T with T a number > 0") from None
+    return out
 
 
 @dataclass
@@ -111,8 +133,10 @@ class Method:
     size: int | None
 
 
-def load_methods(specs: list[str], device: str) -> list[Method]:
-    """``[NAME=]PATH`` specs -> the checkpoints' networks (names unique), then the nearest-reference copy."""
+def load_methods(specs: list[str], device: str, temperature: dict[str | None, float] | None = None) -> list[Method]:
+    """``[NAME=]PATH`` specs -> the checkpoints' networks (names unique) at their attention ``temperature``
+    ({NAME or None: T}), then the nearest-reference copy."""
+    temperature = temperature or {}
     methods = []
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -122,7 +146,13 @@ def load_methods(specs: list[str], device: str) -> list[Method]:
         name = name or str(loaded.config.get("task_name") or Path(path).stem)
         if name in [m.name for m in methods] or name == NEAREST:
             raise ValueError(f"--render-ckpt {spec}: the method name {name!r} is taken; name it: NAME={path}")
+        if temperature.get(name, temperature.get(None)) is not None:
+            set_inference_temperature(loaded.net, temperature.get(name, temperature.get(None)))
         methods.append(Method(name, loaded, render_size(loaded)))
+    unknown = set(temperature) - {None} - {m.name for m in methods}
+    if unknown:
+        raise ValueError(f"--attention-temperature: no method named {sorted(unknown)}; the methods are "
+                         f"{[m.name for m in methods]}")
     face_models = {m.loaded.face_model for m in methods}
     if len(face_models) > 1:
         raise ValueError(f"--render-ckpt: the checkpoints were trained with different face models {face_models}")
@@ -363,7 +393,7 @@ def build_scorers(args, size: int) -> tuple[Scorers, list[str]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    methods = load_methods(args.render_ckpt, args.device)
+    methods = load_methods(args.render_ckpt, args.device, args.attention_temperature)
     spec = face_model_spec(args.shards)
     if methods[0].loaded.face_model != spec:
         raise ValueError(f"--shards {args.shards} were fitted with face model {spec!r}, the checkpoints trained with "

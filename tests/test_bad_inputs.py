@@ -107,6 +107,8 @@ FLAG_CASES = [  # (flag, value, what the message must say)
     ("--geometry-overlap", "-1", "--geometry-overlap must be in [0, --geometry-window / 2)"),
     ("--geometry-window", "1", "--geometry-window must be >= 2"),
     ("--threads", "0", "--threads must be >= 1"),
+    ("--attention-temperature", "0", "--attention-temperature must be a number > 0"),
+    ("--attention-temperature", "nan", "--attention-temperature must be a number > 0"),
     ("--preset", "bogus", "--preset must be an x264 preset"),
     ("--crf", "99", "--crf must be in [0, 51]"),
     ("--face", "-1", "--face must be an integer in [0, 3]"),

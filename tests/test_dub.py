@@ -17,11 +17,12 @@ import torch
 
 from data_prep.synthetic.generate import main as generate
 from src.dub import main as dub_main
+from src.geometry import net_units
 from src.geometry.compose import compose_canonical
 from src.inference import pipeline
 from src.inference.audio import SAMPLES_PER_FRAME, VadConfig, voice_activity
 from src.inference.checkpoints import load_stage
-from src.inference.geometry import GeometryConfig, LowerFaceStream, StageOneInputs
+from src.inference.geometry import GeometryConfig, LowerFaceStream, StageOneInputs, rest_pose_mm
 from src.inference.pipeline import Dubber, DubConfig
 from src.inference.reference_analysis import AnalysisConfig, analyse_reference
 from src.inference.timeline import source_frames, window_weights, windows
@@ -209,7 +210,7 @@ def test_batch_csv(first, media, ckpts, tmp_path):
     (tmp_path / "jobs.csv").write_text("\n".join(rows) + "\n")
     code = dub_main(["--batch", str(tmp_path / "jobs.csv"), "--geometry-ckpt", str(ckpts["geometry"]),
                      "--render-ckpt", str(ckpts["render"]), "--cache-dir", str(first["cfg"].cache_dir),
-                     "--fit-steps", "60", "--n-lip", "7", "--no-progress"])
+                     "--fit-steps", "60", "--n-lip", "7", "--no-progress", "--attention-temperature", "0.5"])
     assert code == 0
     assert decode.probe(tmp_path / "a.mp4").has_audio and (tmp_path / "b" / "b.mp4").is_file()
 
@@ -298,7 +299,8 @@ def test_lower_face_stream_has_no_seam_and_the_gate_closes_the_mouth():
     level = np.repeat(np.where((np.arange(n) // 60) % 2 == 0, 0.5, 0.0), SAMPLES_PER_FRAME)  # speech, silence, ...
     samples = (level * rng.uniform(0.5, 1.0, n * SAMPLES_PER_FRAME)).astype(np.float32)
     net = LocalNet(fm)
-    inputs = StageOneInputs(None, torch.zeros(1, fm.n_vertices, 3), None)  # mean_lower_mm: only with frozen_mouth
+    rest = np.zeros((len(fm.lower), 3), np.float32)  # the template's own closed mouth
+    inputs = StageOneInputs(None, torch.zeros(1, fm.n_vertices, 3), None, rest)  # mean_lower_mm: frozen_mouth only
     ones = np.ones(n, np.float32)
     whole = LowerFaceStream(net, inputs, samples, ones, GeometryConfig(window=n, overlap=0), "cpu").take(0, n)
     chunked = LowerFaceStream(net, inputs, samples, ones, GeometryConfig(window=64, overlap=16), "cpu")
@@ -315,6 +317,27 @@ def test_lower_face_stream_has_no_seam_and_the_gate_closes_the_mouth():
         neutral = float(fm.mouth_opening(fm.canonical_vertices(zeros[0][:1], zeros[1][:1])))
     assert opening[80:100].max() == pytest.approx(neutral, abs=1e-3)  # silence: the template's closed mouth
     assert opening[20:40].min() > neutral + 5  # speech: open
+
+    smile = np.zeros((len(fm.lower), 3), np.float32)
+    smile[:, 0] = 1.5  # a rest pose of the speaker's own, not the model's neutral
+    rested = LowerFaceStream(net, StageOneInputs(None, inputs.vtx_temp, None, smile), samples, gate,
+                             GeometryConfig(), "cpu").take(0, n)
+    np.testing.assert_allclose(rested[80:100], np.broadcast_to(smile, rested[80:100].shape), atol=1e-6)
+    np.testing.assert_allclose(rested[20:40], gated[20:40], atol=1e-6)  # speech: the network's own offsets
+
+
+def test_rest_pose_is_the_reference_s_most_closed_frames():
+    fm = load_face_model("procedural")
+    beta = np.zeros((20, fm.n_exp), np.float32)
+    beta[:, fm.exp_names.index("jaw_open")] = np.linspace(0.0, 1.0, 20)  # one closed frame, then opening
+    beta[:, fm.exp_names.index("smile_L")] = 0.5  # a rest pose that is not the neutral
+    rest = rest_pose_mm(fm, beta, 0.0)
+    with torch.no_grad():
+        expected = net_units.lower_face_mm(fm, torch.from_numpy(beta[:1]))[0].numpy()
+    np.testing.assert_allclose(rest, expected, atol=1e-5)
+    assert rest_pose_mm(fm, beta, 1.0).shape == expected.shape
+    with pytest.raises(ValueError, match="rest_quantile"):
+        GeometryConfig(rest_quantile=1.5)
 
 
 def test_vad_off_is_all_ones():

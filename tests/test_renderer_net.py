@@ -21,6 +21,7 @@ from src.models.renderer import (
     TextureDecoder,
     TextureEncoder,
 )
+from src.models.renderer.attention import set_inference_temperature
 from src.models.renderer.chunked_attention import chunked_attention
 from src.models.renderer.chunked_attention import sdpa_kernel as sdpa_kernel_for
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
@@ -277,6 +278,35 @@ def test_sampled_pixels_are_the_attention_weights_times_the_reference_patches():
     torch.testing.assert_close(sampled, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"ref_pixels must be \(B, N, P, h, w\)"):
         attn.sample(q_geo, ref[0], ref[1], pixels[:, :2])
+
+
+def test_inference_temperature_divides_the_logits_outside_training_only():
+    """eval(): softmax(q k^T / (sqrt(e) T)); train(): T is ignored; set_inference_temperature reaches every
+    attention of a renderer; T -> 0 copies the best-matching reference cell."""
+    g = torch.Generator().manual_seed(4)
+    q_geo, ref = torch.randn(2, C, *LATENT, generator=g), torch.randn(2, 2, 3, C, *LATENT, generator=g)
+    pixels = torch.rand(2, 3, 48, *LATENT, generator=g)
+    attn = ReferenceAttention(C, HEADS, LATENT, query_chunk=7).eval()
+    plain = attn.sample(q_geo, ref[0], ref[1], pixels)[1]
+    attn.inference_temperature = 0.5
+    sharp = attn.sample(q_geo, ref[0], ref[1], pixels)[1]
+    assert not torch.allclose(sharp, plain)
+    with torch.no_grad():  # the same as scaling the queries by 1 / T at T = 1
+        attn.inference_temperature = 1.0
+        attn.to_q.weight.mul_(2.0)
+        torch.testing.assert_close(attn.sample(q_geo, ref[0], ref[1], pixels)[1], sharp, atol=1e-5, rtol=1e-5)
+        attn.to_q.weight.div_(2.0)
+    attn.train().inference_temperature = 0.5
+    torch.testing.assert_close(attn.sample(q_geo, ref[0], ref[1], pixels)[1], plain, atol=1e-5, rtol=1e-5)
+
+    renderer = build("dual")
+    assert set_inference_temperature(renderer, 0.25) == 2
+    assert {m.inference_temperature for m in renderer.modules() if isinstance(m, ReferenceAttention)} == {0.25}
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="must be a number > 0"):
+            set_inference_temperature(renderer, bad)
+    with pytest.raises(ValueError, match="inference_temperature must be a number > 0"):
+        ReferenceAttention(C, HEADS, LATENT, inference_temperature=0.0)
 
 
 def test_sampled_decoder_starts_as_a_copy_of_aligned_references():

@@ -7,8 +7,10 @@ the reference speaker's style, gated by voice activity, composed with the refere
   Units as in training (``src.geometry.net_units``): relative to the model's mean shape, in centimetres.
 - ``LowerFaceStream``: the network over the whole target in windows of ``window`` frames overlapping by
   ``overlap``, run only when the dub reaches them (memory does not grow with the audio's length), blended
-  where they overlap (``timeline.window_weights``: no seam between windows), times the voice-activity gate:
-  a gate of 0 pulls the offsets to zero, the template's neutral closed mouth.
+  where they overlap (``timeline.window_weights``: no seam between windows), blended by the voice-activity gate
+  with the reference speaker's rest pose: a gate of 0 gives the mean lower face of the reference's most-closed
+  frames (its ``rest_quantile`` of mouth openings), the way this person closes the mouth. A real face's fitted rest
+  pose is not the model's neutral (beta = 0): lips pressed, a slight smile, the jaw of its identity fit.
 - ``target_vertices``: predicted lower face + the reference frame's upper face, posed with its head pose
   (``src.geometry.compose``), in pixels of the 256 crop.
 
@@ -31,6 +33,9 @@ class GeometryConfig:
     window: int = 250  # frames per stage-1 call (10 s)
     overlap: int = 25  # frames shared by neighbouring calls, crossfaded
     style_frames: int = 250  # reference frames the style code is computed from
+    # the gate's closed mouth: the mean lower face of the reference frames whose opening is at most this quantile
+    # of the reference's openings (0: its single most-closed frame)
+    rest_quantile: float = 0.1
     # a baseline, not a dub: the mouth held at the reference's mean expression on every frame (no stage 1, no gate)
     frozen_mouth: bool = False
 
@@ -38,6 +43,8 @@ class GeometryConfig:
         if self.window < 2 or not 0 <= 2 * self.overlap < self.window or self.style_frames < 1:
             raise ValueError(f"GeometryConfig: need window >= 2, 0 <= overlap < window / 2, style_frames >= 1, got "
                              f"{self.window}, {self.overlap}, {self.style_frames}")
+        if not 0 <= self.rest_quantile <= 1:
+            raise ValueError(f"GeometryConfig: rest_quantile must be in [0, 1], got {self.rest_quantile}")
 
 
 @dataclass
@@ -45,6 +52,7 @@ class StageOneInputs:
     style_code: torch.Tensor | None  # (1, D), None for the w/o style ablation
     vtx_temp: torch.Tensor  # (1, L, 3) cm, relative to the mean shape
     mean_lower_mm: np.ndarray  # (n_lower, 3) the reference's mean lower-face expression offsets, mm
+    rest_lower_mm: np.ndarray  # (n_lower, 3) its rest pose: the mean over its most-closed frames, mm
 
 
 @torch.no_grad()
@@ -57,7 +65,18 @@ def stage_one_inputs(net, fm, analysis, cfg: GeometryConfig, device: str) -> Sta
     temp = net_units.template_input(fm, alpha)  # (1, L, 3) cm
     style = net.style(exp[None].to(device)) if net.has_style else None  # (1, R, L, 3) -> (1, D)
     mean_lower = net_units.lower_face_mm(fm, torch.from_numpy(analysis.beta[faces])).mean(0).numpy()  # (n_lower, 3)
-    return StageOneInputs(style, temp.to(device), mean_lower.astype(np.float32))
+    return StageOneInputs(style, temp.to(device), mean_lower.astype(np.float32),
+                          rest_pose_mm(fm, analysis.beta[pick], cfg.rest_quantile))
+
+
+@torch.no_grad()
+def rest_pose_mm(fm, beta: np.ndarray, quantile: float) -> np.ndarray:
+    """(R, K_exp) expressions of reference frames -> (n_lower, 3) mm: the mean lower face of those whose mouth
+    opening is at most the ``quantile`` of their openings."""
+    beta_t = torch.from_numpy(np.ascontiguousarray(beta, np.float32))
+    opening = fm.mouth_opening(fm.expression_vertices(beta_t)).numpy()  # (R,) mm
+    closed = opening <= np.quantile(opening, quantile)
+    return net_units.lower_face_mm(fm, beta_t[torch.from_numpy(closed)]).mean(0).numpy().astype(np.float32)
 
 
 def whole_audio_features(net, samples: np.ndarray, n_frames: int) -> torch.Tensor | None:
@@ -88,7 +107,8 @@ class LowerFaceStream:
         self.features = None if cfg.frozen_mouth else whole_audio_features(net, samples, self.n_frames)
 
     def take(self, start: int, stop: int) -> np.ndarray:
-        """Offsets of frames [start, stop): (stop - start, n_lower, 3) float32 mm, times the gate."""
+        """Offsets of frames [start, stop): (stop - start, n_lower, 3) float32 mm, blended with the rest pose by
+        the gate."""
         if not 0 <= start < stop <= self.n_frames:
             raise ValueError(f"LowerFaceStream.take: need 0 <= start < stop <= {self.n_frames}, got {start}, {stop}")
         if self.cfg.frozen_mouth:
@@ -105,7 +125,8 @@ class LowerFaceStream:
             out[lo - start:hi - start] += part[lo - s:hi - s]
         for i in [i for i in self.done if self.spans[i][1] <= stop]:  # asked in increasing order: never needed again
             del self.done[i]
-        return out * self.gate[start:stop, None, None]
+        gate = self.gate[start:stop, None, None]  # (c, 1, 1)
+        return out * gate + self.inputs.rest_lower_mm * (1.0 - gate)
 
     @torch.no_grad()
     def _window(self, i: int) -> np.ndarray:

@@ -51,6 +51,7 @@ from src.inference.writer import SYNTHETIC_COMMENT, VideoWriter
 from src.media.contract import FPS
 from src.media.decode import DecodeError, probe
 from src.media.frames import FrameReader
+from src.models.renderer.attention import set_inference_temperature
 from src.tracking.crops import to_crop
 from src.tracking.tracker import TrackConfig
 
@@ -110,9 +111,12 @@ class DubResult:
 
 
 class Dubber:
-    """The two stages loaded from their checkpoints, on ``device``; ``dub`` many videos with them."""
+    """The two stages loaded from their checkpoints, on ``device``; ``dub`` many videos with them.
+    ``attention_temperature``: the renderer's softmax temperature (``ReferenceAttention.inference_temperature``;
+    None: the checkpoint's own)."""
 
-    def __init__(self, geometry_ckpt: str | Path | None, render_ckpt: str | Path | None, device: str = "cpu"):
+    def __init__(self, geometry_ckpt: str | Path | None, render_ckpt: str | Path | None, device: str = "cpu",
+                 attention_temperature: float | None = None):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"--device must be cpu or cuda, got {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
@@ -120,6 +124,8 @@ class Dubber:
         self.device = device
         self.geometry = load_stage("geometry", geometry_ckpt, device)
         self.render = load_stage("render", render_ckpt, device)
+        if attention_temperature is not None:
+            set_inference_temperature(self.render.net, attention_temperature)
         self.fm = check_face_models(self.geometry, self.render)
         self.size = render_size(self.render)
         self.banner = weights_banner(self.geometry, self.render)

@@ -28,6 +28,10 @@ Choices where the paper is silent:
   tokens are not normalised, since V is what gets copied.
 - ``slot_code`` (``slot_code.SlotCode``, optional): a code of each reference's slot added to K; without it the
   references are a set.
+- ``inference_temperature``: outside training the logits are divided by it. Below 1 each target cell copies from
+  fewer reference cells: the L1-trained renderer averages the references it is unsure between, and a sharper
+  softmax keeps the mouth's texture (render_real after 250 steps, 5 val clips: lip sharpness 0.69 -> 0.94 at 0.5
+  for 0.13 dB of lip PSNR; at 0.25 the 4 x 4 cells of different references show as a mosaic). Training is at 1.
 - ``correspondence`` (``correspondence.GeometricCorrespondence``, optional): a logit bias -gamma/2 |p_t - p_r|^2 from
   the cells' PNCC colours (``tgt_coords``, ``ref_coords``), so each target cell attends to the reference cells
   that show its surface point; without it (the paper) the correspondence is learned by E_geo alone.
@@ -58,7 +62,8 @@ class ReferenceAttention(nn.Module):
     def __init__(self, dim: int, heads: int = 4, latent_size: tuple[int, int] | list[int] = (64, 64),
                  query_chunk: int | None = 1024, slot_code: SlotCode | None = None, checkpoint_chunks: bool = False,
                  pos_init: str = "sincos", pos_scale: float = 2.0,
-                 correspondence: GeometricCorrespondence | None = None) -> None:
+                 correspondence: GeometricCorrespondence | None = None,
+                 inference_temperature: float = 1.0) -> None:
         super().__init__()
         name = type(self).__name__
         if dim % heads:
@@ -68,6 +73,7 @@ class ReferenceAttention(nn.Module):
         if slot_code is not None and slot_code.dim != dim:
             raise ValueError(f"{name}: slot_code has width {slot_code.dim}, the attention {dim}")
         self.dim, self.heads, self.query_chunk, self.checkpoint_chunks = dim, heads, query_chunk, checkpoint_chunks
+        self.inference_temperature = check_temperature(inference_temperature, f"{name}: inference_temperature")
         if correspondence is not None and correspondence.heads != heads:
             raise ValueError(f"{name}: correspondence has {correspondence.heads} heads, the attention {heads}")
         self.position = LatentPosition(dim, heads, latent_size, pos_init, pos_scale)
@@ -122,7 +128,9 @@ class ReferenceAttention(nn.Module):
         v_width = v.shape[-1]
         width = max(q.shape[-1], v_width)  # one head width for SDPA: zero columns leave q.k and the values as they are
         q, k, v = (F.pad(x, (0, width - x.shape[-1])) for x in (q, k, v))
-        out = chunked_attention(q, k, v, e ** -0.5, self.query_chunk, self.checkpoint_chunks)[..., :v_width]
+        temperature = 1.0 if self.training else self.inference_temperature  # divides every logit, bias included
+        scale = e ** -0.5 / temperature
+        out = chunked_attention(q, k, v, scale, self.query_chunk, self.checkpoint_chunks)[..., :v_width]
         sampled = None
         if ref_pixels is not None:
             out, sampled = out[..., :e], out[..., e:]  # (B, nh, h*w, e), (B, nh, h*w, P)
@@ -159,3 +167,18 @@ class ReferenceAttention(nn.Module):
                                        or ref_pixels.shape[3:] != (h, w)):
             raise ValueError(f"{name}: ref_pixels must be (B, N, P, h, w) = ({b}, {n}, P, {h}, {w}) "
                              f"to match ref_geo, got {tuple(ref_pixels.shape)}")
+
+
+def check_temperature(value: float, what: str) -> float:
+    if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+        raise ValueError(f"{what} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def set_inference_temperature(net: nn.Module, value: float) -> int:
+    """Every ``ReferenceAttention`` in ``net`` divides its logits by ``value`` outside training -> how many."""
+    value = check_temperature(value, "attention temperature")
+    found = [m for m in net.modules() if isinstance(m, ReferenceAttention)]
+    for module in found:
+        module.inference_temperature = value
+    return len(found)
