@@ -120,6 +120,9 @@ REAL_RENDER_STEPS ?= 1500
 REAL_GEOMETRY_STEPS ?= 1200
 # frames on each side of the target left out of the references (render_real's data.exclude_window)
 REAL_WINDOW ?= 12
+# the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
+# pixel copies from fewer reference pixels, a sharper mouth; render_real is also scored at 1 for comparison
+REAL_TEMPERATURE ?= 0.35
 REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
 REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
@@ -133,9 +136,13 @@ demo-real: demo-shards
 	$(PY) -m src.train experiment=render_unet_baseline data.root=$(REAL)/shards trainer.max_steps=$(REAL_RENDER_STEPS) \
 		ckpt_path=last hydra.run.dir=$(REAL)/unet
 	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
+		--render-ckpt render_real_t1=$(REAL)/render/checkpoints/last.ckpt \
+		--attention-temperature render_real=$(REAL_TEMPERATURE) --attention-temperature render_real_t1=1 \
 		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
 		--exclude-window $(REAL_WINDOW) --out $(REAL)/reconstruct
 	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
+		--render-ckpt render_real_t1=$(REAL)/render/checkpoints/last.ckpt \
+		--attention-temperature render_real=$(REAL_TEMPERATURE) --attention-temperature render_real_t1=1 \
 		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
 		--exclude-window 0 --out $(REAL)/reconstruct_target_only
 	$(PY) -m src.train experiment=geometry_real "data.root=[$(DEMO)/shards,$(REAL)/shards]" \
@@ -149,7 +156,7 @@ demo-real: demo-shards
 		$$(test -f $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav && echo --silence $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav)
 	$(PY) -m src.dub --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4 \
 		--geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt --render-ckpt $(REAL)/render/checkpoints/last.ckpt \
-		--cache-dir $(REAL)/dub_cache
+		--attention-temperature $(REAL_TEMPERATURE) --cache-dir $(REAL)/dub_cache
 	$(PY) -m eval.contact_sheet --video $(REAL)/dub.mp4 --input $(REAL_VIDEO) --out $(REAL)/dub_sheet.png
 	$(PY) -m eval.upper_face --input $(REAL_VIDEO) --dubbed $(REAL)/dub.mp4 --json $(REAL)/upper_face.json
 	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
