@@ -110,14 +110,14 @@ demo: demo-shards
 # speech kept for stage 2) -> experiment=render_real (128 px) and the Wav2Lip-style U-Net baseline on the same data
 # and budget -> eval.reconstruct on the val people against both and the nearest-reference copy, with contact
 # sheets (references REAL_WINDOW frames or more away from the target, and with only the target left out) ->
-# experiment=geometry_real (the phone front end) on the synthetic and the real shards -> eval.lipsync on the val
+# experiment=geometry_real (the phone front end) on the real train people -> eval.lipsync on the val
 # people -> a dub of a val person (REAL_VIDEO) with another person's speech (REAL_SPEECH) and its contact sheet.
 # Every step resumes or skips what is done. Times measured on 2 cores: README, "Real faces and real speech".
 REAL := $(DEMO)/real
 REAL_DATA ?= ../shared/data/real
 REAL_AUDIO ?= ../shared/data/audio
 REAL_RENDER_STEPS ?= 1500
-REAL_GEOMETRY_STEPS ?= 1200
+REAL_GEOMETRY_STEPS ?= 300
 # frames on each side of the target left out of the references (render_real's data.exclude_window)
 REAL_WINDOW ?= 12
 # the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
@@ -126,7 +126,7 @@ REAL_TEMPERATURE ?= 0.35
 REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
 REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
-demo-real: demo-shards
+demo-real: install
 	@test -f $(REAL_DATA)/MANIFEST.tsv || { echo "make demo-real: $(REAL_DATA)/MANIFEST.tsv not found: the real clips \
 	live outside the repository (set REAL_DATA=DIR)"; exit 2; }
 	$(PY) -m data_prep.build --source folder --root $(REAL_DATA) --labels $(REAL_DATA)/MANIFEST.tsv --allow-no-audio \
@@ -145,8 +145,8 @@ demo-real: demo-shards
 		--attention-temperature render_real=$(REAL_TEMPERATURE) --attention-temperature render_real_t1=1 \
 		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
 		--exclude-window 0 --out $(REAL)/reconstruct_target_only
-	$(PY) -m src.train experiment=geometry_real "data.root=[$(DEMO)/shards,$(REAL)/shards]" \
-		data.urls.val=$(REAL)/shards trainer.max_steps=$(REAL_GEOMETRY_STEPS) ckpt_path=last hydra.run.dir=$(REAL)/geometry
+	$(PY) -m src.train experiment=geometry_real data.root=$(REAL)/shards trainer.max_steps=$(REAL_GEOMETRY_STEPS) \
+		ckpt_path=last hydra.run.dir=$(REAL)/geometry
 	$(PY) -m eval.lipsync --geometry-ckpt phones=$(REAL)/geometry/checkpoints/last.ckpt \
 		$$(test -f $(DEMO)/geometry/checkpoints/last.ckpt && echo --geometry-ckpt hubert_synthetic=$(DEMO)/geometry/checkpoints/last.ckpt) \
 		--shards $(REAL)/shards --split val --out $(REAL)/lipsync \

@@ -101,7 +101,7 @@ def experiment_geometry_demo_overrides(synthetic_shards) -> list[str]:
 def experiment_geometry_real_overrides(synthetic_shards, tmp_path) -> list[str]:
     """The phone front end stays (it is what the experiment is about), its cache in the test's folder."""
     windows = [o for o in GEOMETRY_TEST_OVERRIDES if not o.startswith("model/net/e_aud")]
-    return [f"data.root='{synthetic_shards}'", f"data.urls.val='{synthetic_shards}'", *windows,
+    return [f"data.root='{synthetic_shards}'", *windows,
             f"data.audio_features.cache_dir='{tmp_path / 'phones'}'"]
 
 

@@ -114,7 +114,7 @@ def phone_geometry_ckpt(synthetic_shards, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("geometry_real")
     windows = [o for o in GEOMETRY_TEST_OVERRIDES if not o.startswith("model/net/e_aud")]
     cfg = compose_config(["experiment=geometry_real", f"data.root='{synthetic_shards}'",
-                          f"data.urls.val='{synthetic_shards}'", *windows, "trainer.max_steps=2", "logger=csv",
+                          *windows, "trainer.max_steps=2", "logger=csv",
                           f"data.audio_features.cache_dir='{run / 'phones'}'"], run)
     train(cfg)
     return run / "checkpoints" / "last.ckpt"
