@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 from data_prep.synthetic import bfm_standin, motion
+from data_prep.synthetic.phonemes import random_utterance
+from data_prep.synthetic.visemes import SpeakingStyle, mouth_tracks
+from src.geometry import fitting
 from src.geometry.face_models.bfm import load_bfm
 from src.geometry.face_models.procedural import EXP_NAMES, IBUG68_FROM_MEDIAPIPE, build_procedural
+from src.geometry.face_models.schema import FaceModelData
 from src.metrics import fit as fit_error
 from src.models.face_model import FaceModel, load_face_model
 
@@ -31,7 +36,7 @@ def test_standin_has_deep3dfacerecon_layout_and_loads(standin):
     assert raw["keypoints"].shape == (1, 68) and raw["tri"].min() == 1 and raw["tri"].max() == SMALL  # 1-based
     assert raw["meantex"].shape == (1, 3 * SMALL) and 0 <= raw["meantex"].min() and raw["meantex"].max() <= 255
     data = load_bfm(standin)
-    assert data.n_vertices == SMALL and data.units_to_mm == 100.0
+    assert data.n_vertices == SMALL and not data.exp_bounded and data.units_to_mm == 100.0
     assert np.array_equal(data.lmk68, IBUG68_FROM_MEDIAPIPE)  # the procedural landmark vertices, 0-based
     proc = build_procedural()
     offset = data.mean[data.lmk68] * 100 - proc.mean[proc.lmk68]  # mm; the loader centres the mean
@@ -73,6 +78,41 @@ def test_retargeting_drives_the_standin_like_the_procedural_model(standin):
     got = fm.mouth_opening(fm.expression_vertices(beta))
     assert float(got[2]) > 15.0 and torch.allclose(got[1:], want[1:], rtol=0.15)
     assert (beta < 0).any()  # PCA coefficients are signed
+
+
+def _stand_in_clip(fm, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """True beta (T, 64) and the 68 keypoints (T, 68, 2) px with 0.5 px noise, framed as the corpus frames faces."""
+    rng = np.random.default_rng(seed)
+    alpha = np.clip(rng.standard_normal(fm.n_id), -2.5, 2.5).astype(np.float32)
+    channels = mouth_tracks(random_utterance(rng, n / 25.0), SpeakingStyle.sample(rng), 25.0, n_frames=n)
+    beta = motion.model_coefficients(channels, fm)
+    lmk = fm.mean[fm.lmk68].numpy()
+    scale = 0.17 * 256 / np.linalg.norm(lmk[36:42].mean(0) - lmk[42:48].mean(0))
+    pose = gaussian_filter1d(motion.head_pose(n, 1.0, scale, (128.0, 128.0), rng), 3.0, axis=0, mode="nearest")
+    screen = fm.posed_vertices(torch.from_numpy(alpha)[None].expand(n, -1), torch.from_numpy(beta),
+                               torch.from_numpy(pose.astype(np.float32)))
+    clean = screen[:, fm.lmk68, :2].numpy()
+    return beta, clean + rng.normal(0.0, 0.5, clean.shape).astype(np.float32)
+
+
+def test_a_pca_expression_basis_is_fitted_unbounded(standin):
+    """Defect found by the rehearsal: the fit clamped BFM coefficients to the blendshape bounds [0, 1], half of
+    which are negative (lower-face error 2.78 mm bounded, 1.24 mm unbounded on the full-size stand-in)."""
+    fm = load_face_model(f"bfm:{standin}")
+    assert fitting._expression_bounds(fm, fitting.FitConfig()) == (None, None)
+    assert fitting._expression_bounds(load_face_model("procedural"), fitting.FitConfig())[0] is not None
+    beta, keypoints = _stand_in_clip(fm, 100, seed=4)
+    cfg = fitting.FitConfig(landmarks="ibug68", landmark_calibration=None)
+    res = fitting.fit_clip(fm, keypoints, cfg)
+    err = fit_error.vertex_error_mm(fm, res.beta, beta)
+    assert float(res.reproj_px.mean()) < 1.0
+    assert (res.beta < 0).any() and err < 2.0  # mm, lower face; 0.03 of the 59 mm eye distance is 1.8
+
+
+def test_exp_bounded_round_trips_through_the_schema_npz(standin, tmp_path):
+    data = load_bfm(standin)
+    back = FaceModelData.load(data.save(tmp_path / "bfm.npz"))
+    assert back.exp_bounded is False and FaceModelData.load(build_procedural().save(tmp_path / "p.npz")).exp_bounded
 
 
 def test_a_synthetic_clip_is_rendered_with_the_standin(standin, tmp_path):
