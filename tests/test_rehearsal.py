@@ -126,6 +126,24 @@ def test_a_synthetic_clip_is_rendered_with_the_standin(standin, tmp_path):
     assert side["landmarks_478"] is None and max(side["mouth_opening_mm"]) > 2.0
 
 
+def test_stage2_items_do_not_keep_their_clip_alive(synthetic_shards):
+    """Defect found by the rehearsal: items held views into the clip's (T, 3, S, S) frames, so each item waiting in
+    the shuffle buffer kept its whole clip: 4.8 GB per data worker at 256 px (killed by the OOM killer)."""
+    from src.data.render_datamodule import RenderDataModule
+
+    dm = RenderDataModule(root=str(synthetic_shards), image_size=32, n_face=2, n_lip=2, batch_size=2,
+                          targets_per_clip=2, shuffle_buffer=2, num_workers=0)
+    stage = dm._items(train=True)
+    import webdataset as wds
+
+    from src.data.render_datamodule import decode_clip
+
+    clips = (decode_clip(s) for s in wds.WebDataset(dm.shard_urls("train"), shardshuffle=False, empty_check=False))
+    item = next(iter(stage(clips)))
+    for key in ("tgt_img", "tgt_pncc", "tgt_lip_mask", "face_ref_img", "lip_ref_pncc"):
+        assert item[key].base is None, f"{key} is a view into a larger array"
+
+
 @pytest.mark.slow
 def test_full_size_standin(tmp_path):
     """The real file's sizes: 35,709 vertices, ~70k triangles, idBase (3N, 80), exBase (3N, 64) (~10 s)."""
