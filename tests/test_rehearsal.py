@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from hydra.utils import instantiate
 from scipy.ndimage import gaussian_filter1d
 
 from data_prep.synthetic import bfm_standin, motion
@@ -124,6 +125,28 @@ def test_a_synthetic_clip_is_rendered_with_the_standin(standin, tmp_path):
     side = json.loads(sidecar.read_text())
     assert side["face_model"] == "bfm-deep3dfacerecon" and np.asarray(side["beta"]).shape == (25, 64)
     assert side["landmarks_478"] is None and max(side["mouth_opening_mm"]) > 2.0
+
+
+def test_geometry_style_loads_a_save_pretrained_hubert_from_its_config_path(make_config, tmp_path):
+    """The paper's E_aud through geometry_style's own path, ${paths.data_dir}/models/hubert-base-ls960 (a tiny
+    HubertConfig here; `make rehearse` saves the base sizes)."""
+    from transformers import HubertConfig, HubertModel
+
+    tiny = HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    saved = HubertModel(tiny)
+    saved.save_pretrained(tmp_path / "data" / "models" / "hubert-base-ls960")
+    cfg = make_config("experiment=geometry_style", f"paths.data_dir='{tmp_path / 'data'}'")
+    assert cfg.model.net.e_aud.pretrained == str(tmp_path / "data" / "models" / "hubert-base-ls960")
+    e_aud = instantiate(cfg.model.net.e_aud, dim=8)
+    assert torch.equal(e_aud.hubert.encoder.layers[0].attention.k_proj.weight,
+                       saved.encoder.layers[0].attention.k_proj.weight)
+    assert e_aud(torch.randn(2, 640 * 10), 10).shape == (2, 10, 8)
+    # defect found by the rehearsal: from_pretrained left HuBERT in eval mode, so it fine-tuned without dropout,
+    # LayerDrop and SpecAugment, unlike the random-init path; now its mode follows the network's
+    assert e_aud.hubert.training and all(m.training for m in e_aud.modules())
+    e_aud.eval()
+    assert not any(m.training for m in e_aud.modules())
 
 
 def test_stage2_items_do_not_keep_their_clip_alive(synthetic_shards):
