@@ -116,6 +116,15 @@ def test_exp_bounded_round_trips_through_the_schema_npz(standin, tmp_path):
     assert back.exp_bounded is False and FaceModelData.load(build_procedural().save(tmp_path / "p.npz")).exp_bounded
 
 
+def test_sidecar_landmarks_with_a_model_without_mediapipe_vertices_is_refused(standin, tmp_path):
+    from data_prep.build import main as build
+
+    (tmp_path / "corpus").mkdir()
+    code = build(["--source", "synthetic", "--root", str(tmp_path / "corpus"), "--out", str(tmp_path / "shards"),
+                  "--face-model", f"bfm:{standin}", "--landmarks", "sidecar"])
+    assert code == 2
+
+
 def test_a_synthetic_clip_is_rendered_with_the_standin(standin, tmp_path):
     from data_prep.synthetic.generate import main as generate
 
