@@ -158,6 +158,17 @@ def test_geometry_style_loads_a_save_pretrained_hubert_from_its_config_path(make
     assert not any(m.training for m in e_aud.modules())
 
 
+def test_the_data_prep_speed_benchmark_configures_like_a_build():
+    """Defect found by the rehearsal: `python -m eval.speed data_prep` built its own namespace for
+    data_prep.build.make_config and crashed (AttributeError: allow_no_audio) once the build gained that flag."""
+    from argparse import Namespace
+
+    from eval.speed_data_prep import process_config
+
+    cfg = process_config(Namespace(face_model="procedural", hyperiqa=None, fit_steps=7))
+    assert cfg.face_model == "procedural" and cfg.fit.steps == 7 and cfg.require_audio and cfg.min_seconds == 1.0
+
+
 def test_stage2_items_do_not_keep_their_clip_alive(synthetic_shards):
     """Defect found by the rehearsal: items held views into the clip's (T, 3, S, S) frames, so each item waiting in
     the shuffle buffer kept its whole clip: 4.8 GB per data worker at 256 px (killed by the OOM killer)."""
