@@ -1,5 +1,8 @@
-"""The BFM stand-in of `make rehearse` and the defects the rehearsal found, at reduced sizes; the full sizes run
-in the `slow` test and in `make rehearse` (README, "Training at scale")."""
+"""The pieces of `make rehearse` (README, "Training at scale") and the defects it found, at reduced sizes: the BFM
+stand-in (writer -> Deep3DFaceRecon layout -> load_bfm), fitting a PCA expression basis without [0, 1] bounds, the
+synthetic corpus driving a BFM by retargeting, a save_pretrained HuBERT folder found by geometry_style's config
+path, StepStats, stage-2 items that do not keep their clip's frames alive, and the figures' arithmetic. The full
+sizes run in `make rehearse` and in the `slow` test at the end."""
 import json
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from scipy.ndimage import gaussian_filter1d
 from data_prep.synthetic import bfm_standin, motion
 from data_prep.synthetic.phonemes import random_utterance
 from data_prep.synthetic.visemes import SpeakingStyle, mouth_tracks
+from eval import rehearse
 from src.geometry import fitting
 from src.geometry.face_models.bfm import load_bfm
 from src.geometry.face_models.procedural import EXP_NAMES, IBUG68_FROM_MEDIAPIPE, build_procedural
@@ -158,6 +162,25 @@ def test_geometry_style_loads_a_save_pretrained_hubert_from_its_config_path(make
     assert not any(m.training for m in e_aud.modules())
 
 
+def test_step_stats_logs_every_step_and_a_resume(make_config, tmp_path):
+    from src.train import train
+
+    stats = tmp_path / "run" / "step_stats.jsonl"
+    extra = ["experiment=tiny", "data.num_train=64", "test=false", "+callbacks.step_stats._target_="
+             "src.utils.step_stats.StepStats", f"+callbacks.step_stats.path='{stats}'"]
+    train(make_config(*extra, "trainer.max_steps=2"))
+    records = [json.loads(line) for line in stats.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and records[1]["data_s"] is not None
+    assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 0 and r["batch_size"] == 32 for r in records)
+    with pytest.raises(ValueError, match="no resumed fit"):
+        rehearse.resumed(tmp_path / "run", 2)
+    records[1]["pid"] += 1  # as if step 2 came from a resumed process
+    stats.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert rehearse.resumed(tmp_path / "run", 2) == {"first": [1, 1], "resumed": [2, 2]}
+    summary = rehearse.step_summary(stats)
+    assert summary["batch_size"] == 32 and summary["steady_steps"] == 2
+
+
 def test_the_data_prep_speed_benchmark_configures_like_a_build():
     """Defect found by the rehearsal: `python -m eval.speed data_prep` built its own namespace for
     data_prep.build.make_config and crashed (AttributeError: allow_no_audio) once the build gained that flag."""
@@ -167,6 +190,12 @@ def test_the_data_prep_speed_benchmark_configures_like_a_build():
 
     cfg = process_config(Namespace(face_model="procedural", hyperiqa=None, fit_steps=7))
     assert cfg.face_model == "procedural" and cfg.fit.steps == 7 and cfg.require_audio and cfg.min_seconds == 1.0
+
+
+def test_the_80gb_extrapolation_is_a_least_squares_line():
+    fit = rehearse.batch_fit([(1, 3000.0), (2, 4000.0), (4, 6000.0)], budget_mb=10000.0)
+    assert fit["fixed_mb"] == pytest.approx(2000.0) and fit["per_sample_mb"] == pytest.approx(1000.0)
+    assert fit["largest_batch"] == 8 and "(10000 - 2000) / 1000 = 8.0 -> batch 8" in fit["text"]
 
 
 def test_stage2_items_do_not_keep_their_clip_alive(synthetic_shards):
