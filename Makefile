@@ -16,7 +16,8 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test lint browser demo demo-shards demo-real stage1-scale calibrate-landmarks clean distclean install-hash
+.PHONY: help install test lint browser demo demo-shards demo-real stage1-scale rehearse calibrate-landmarks clean distclean \
+	install-hash
 
 help:
 	@echo "make install   create .venv/ and install the project (editable) with its dev extras"
@@ -27,6 +28,9 @@ help:
 	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~75 min)"
 	@echo "make browser   install Debian's chromium for the browser tests (as root; make test runs it)"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
+	@echo "make rehearse  the paper recipe at its real sizes with stand-ins (BFM, HuBERT-base, VGG; random weights):"
+	@echo "               shards, both stages a few steps + a resume, a dub, eval.benchmark --split hdtf, planning"
+	@echo "               figures in outputs/rehearse/figures.md (~55 min on 2 cores)"
 	@echo "make calibrate-landmarks  re-make the procedural model's MediaPipe landmark calibration (after changing the model)"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"
@@ -188,6 +192,75 @@ stage1-scale: install
 	@echo "stage 1 (style):    $(SCALE)/geometry/ (final metrics above; lve / lve_mean_expr is the ratio)"
 	@echo "stage 1 (no style): $(SCALE)/geometry_no_style/ (compare style_amp_error with the style run's)"
 
+# A rehearsal of a researcher's first run of the paper recipe at its real sizes (README, "Training at scale"), with
+# stand-ins the project makes for what it cannot ship: a BFM_model_front.mat of the real size and layout (the
+# procedural model densified to 35,709 vertices, data_prep/synthetic/bfm_standin.py), a HuBERT-base folder and the
+# LPIPS VGG16 / AlexNet backbones with random weights, found by the configs at their default paths
+# (paths.data_dir=$(REHEARSE_DATA)). Steps: shards of synthetic clips rendered with the stand-in BFM and of two
+# real clips (REHEARSE_TRAIN_CLIP, REHEARSE_VAL_CLIP), fitted with it -> experiment=geometry_style (HuBERT-base,
+# batch 16) and experiment=render_dual_attn (256 px, C = 128, N_f = N_l = 5, LPIPS-VGG, batch 4) for a few steps,
+# each resumed once from last.ckpt -> the same at other batch sizes (peak memory against batch) -> a self-dub of
+# the val clip's first second with both checkpoints -> eval.benchmark --split hdtf --allow-missing on it -> speed
+# of data preparation and PNCC with the 35k-vertex model -> figures.md. Every step resumes or skips what is done.
+# Only resources differ from the paper recipe: 2 data workers (2 cores), one validation and one test batch.
+REHEARSE := $(CURDIR)/outputs/rehearse
+REHEARSE_DATA := $(REHEARSE)/stand_ins
+REHEARSE_BFM := $(REHEARSE_DATA)/BFM_model_front.mat
+REHEARSE_TRAIN_CLIP ?= ../shared/data/video/OpenTalker__video-retalking__2.mp4
+REHEARSE_VAL_CLIP ?= ../shared/data/video/OpenTalker__SadTalker__WDA_KatieHill_000.mp4
+REHEARSE_DUB := $(lastword $(subst __, ,$(basename $(notdir $(REHEARSE_VAL_CLIP)))))
+REHEARSE_TRAIN = paths.data_dir=$(REHEARSE_DATA) model.face_model=bfm:$(REHEARSE_BFM) data.num_workers=2 \
+	"data.root=[$(REHEARSE)/shards/synthetic,$(REHEARSE)/shards/real]"
+rehearse_run = hydra.run.dir=$(1) +callbacks.step_stats._target_=src.utils.step_stats.StepStats \
+	+callbacks.step_stats.path=$(1)/step_stats.jsonl
+# train-only runs at another batch size: three steps, no validation, no checkpoint
+rehearse_sweep = $(REHEARSE_TRAIN) data.batch_size=$(2) trainer.max_steps=3 test=false +trainer.limit_val_batches=0 \
+	optimized_metric=null \
+	~callbacks.model_checkpoint $(call rehearse_run,$(REHEARSE)/sweep/$(1)_b$(2))
+RENDER_LIMITS := +trainer.limit_val_batches=1 +trainer.limit_test_batches=1
+
+rehearse: install
+	@test -f $(REHEARSE_VAL_CLIP) || { echo "make rehearse: $(REHEARSE_VAL_CLIP) not found: the real clips live \
+	outside the repository (set REHEARSE_TRAIN_CLIP=FILE REHEARSE_VAL_CLIP=FILE)"; exit 2; }
+	$(PY) -m data_prep.synthetic.bfm_standin --out $(REHEARSE_BFM)
+	$(PY) -m eval.rehearse stand-ins --out $(REHEARSE_DATA)
+	$(PY) -m data_prep.synthetic --out $(REHEARSE)/corpus --face-model bfm:$(REHEARSE_BFM) --speakers 6 \
+		--clips-per-speaker 1 --seconds 6 --seed 5 --workers 2
+	$(PY) -m data_prep.build --source synthetic --root $(REHEARSE)/corpus --out $(REHEARSE)/shards/synthetic \
+		--face-model bfm:$(REHEARSE_BFM) --workers 2 --val 0.2 --test 0.2
+	$(PY) -m eval.rehearse real-clips --out $(REHEARSE)/real --train $(REHEARSE_TRAIN_CLIP) --val $(REHEARSE_VAL_CLIP) \
+		--speech-seconds 1
+	$(PY) -m data_prep.build --source folder --root $(REHEARSE)/real/clips --labels $(REHEARSE)/real/labels.tsv \
+		--out $(REHEARSE)/shards/real --face-model bfm:$(REHEARSE_BFM) --workers 2
+	test -f $(REHEARSE)/geometry/checkpoints/last.ckpt || $(PY) -m src.train experiment=geometry_style \
+		$(REHEARSE_TRAIN) trainer.max_steps=3 test=false $(call rehearse_run,$(REHEARSE)/geometry)
+	$(PY) -m src.train experiment=geometry_style $(REHEARSE_TRAIN) trainer.max_steps=5 ckpt_path=last \
+		$(call rehearse_run,$(REHEARSE)/geometry)
+	$(PY) -m eval.rehearse resumed --run $(REHEARSE)/geometry --steps 5
+	test -f $(REHEARSE)/render/checkpoints/last.ckpt || $(PY) -m src.train experiment=render_dual_attn \
+		$(REHEARSE_TRAIN) $(RENDER_LIMITS) trainer.max_steps=2 test=false $(call rehearse_run,$(REHEARSE)/render)
+	$(PY) -m src.train experiment=render_dual_attn $(REHEARSE_TRAIN) $(RENDER_LIMITS) trainer.max_steps=3 \
+		ckpt_path=last $(call rehearse_run,$(REHEARSE)/render)
+	$(PY) -m eval.rehearse resumed --run $(REHEARSE)/render --steps 3
+	for b in 4 8; do test -f $(REHEARSE)/sweep/geometry_b$$b/step_stats.jsonl || $(PY) -m src.train \
+		experiment=geometry_style $(call rehearse_sweep,geometry,$$b) || exit 1; done
+	for b in 1 2; do test -f $(REHEARSE)/sweep/render_b$$b/step_stats.jsonl || $(PY) -m src.train \
+		experiment=render_dual_attn $(call rehearse_sweep,render,$$b) || exit 1; done
+	test -f $(REHEARSE)/dubbed/$(REHEARSE_DUB).mp4 || $(PY) -m src.dub --video $(REHEARSE)/real/hdtf/$(REHEARSE_DUB).mp4 \
+		--audio $(REHEARSE)/real/speech.wav --out $(REHEARSE)/dubbed/$(REHEARSE_DUB).mp4 --no-progress \
+		--geometry-ckpt $(REHEARSE)/geometry/checkpoints/last.ckpt --render-ckpt $(REHEARSE)/render/checkpoints/last.ckpt \
+		--cache-dir $(REHEARSE)/dub_cache 2>&1 | tee $(REHEARSE)/dub.log; test -f $(REHEARSE)/dubbed/$(REHEARSE_DUB).mp4
+	$(PY) -m eval.benchmark --split hdtf --hdtf-root $(REHEARSE)/real/hdtf --test-list $(REHEARSE)/real/hdtf/test_list.txt \
+		--method ours=$(REHEARSE)/dubbed --allow-missing --max-frames 25 --out $(REHEARSE)/benchmark
+	test -f $(REHEARSE)/speed/raster.json || $(PY) -m eval.speed raster --face-model procedural bfm:$(REHEARSE_BFM) \
+		--frames 100 --torch-frames 8 --json $(REHEARSE)/speed/raster.json
+	for clip in $(REHEARSE_TRAIN_CLIP) $(REHEARSE_VAL_CLIP); do name=$$(basename $$clip .mp4); \
+		test -f $(REHEARSE)/speed/data_prep_bfm_$$name.json || $(PY) -m eval.speed data_prep --video $$clip \
+		--face-model bfm:$(REHEARSE_BFM) --json $(REHEARSE)/speed/data_prep_bfm_$$name.json || exit 1; done
+	test -f $(REHEARSE)/speed/data_prep_procedural.json || $(PY) -m eval.speed data_prep --video $(REHEARSE_VAL_CLIP) \
+		--face-model procedural --json $(REHEARSE)/speed/data_prep_procedural.json
+	$(PY) -m eval.rehearse figures --root $(REHEARSE)
+
 # The procedural face model's landmark calibration for MediaPipe (src/geometry/face_models/calibration/), made from a
 # synthetic corpus of 100 speakers (seed 1000, apart from the test corpora's); re-run after changing the model.
 calibrate-landmarks: install
@@ -195,7 +268,7 @@ calibrate-landmarks: install
 		--seed 1000 --ridge 0.001
 
 clean:
-	rm -rf outputs/demo .pytest_cache *.egg-info build
+	rm -rf outputs/demo outputs/rehearse .pytest_cache *.egg-info build
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

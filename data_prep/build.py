@@ -169,9 +169,14 @@ def check_face_model(cfg) -> None:
     """Load the face model and its landmark calibration once, before any clip: a missing or outdated
     calibration file is one clear error here, not a failure recorded in every clip's report."""
     from src.geometry.fitting import fit_landmarks, landmark_offset
+    from src.geometry.landmarks import landmark_set
     from src.models.face_model import shared_face_model
 
     fm = shared_face_model(cfg.face_model)
+    if cfg.landmarks == "sidecar" and landmark_set(fm) != "mp478":
+        raise ValueError(f"--landmarks sidecar reads the corpus' MediaPipe-478 ground truth, and face model "
+                         f"{cfg.face_model!r} has no vertex for each of those landmarks (its clips' sidecars hold "
+                         "none): use --landmarks detector")
     _, fit_cfg = fit_landmarks(fm, np.zeros((1, 478, 2), np.float32), cfg.fit, exact=cfg.landmarks == "sidecar")
     landmark_offset(fm, fit_cfg)
 

@@ -165,7 +165,11 @@ def run_raster(args: argparse.Namespace) -> None:
     print(f"# raster {args.size}x{args.size}, {args.frames} frames; numba/pncc/shaded: frames/s on one thread; "
           f"torch: batch {args.batch}, {torch.get_num_threads()} CPU threads, "
           f"{min(args.torch_frames, args.frames)} frames")
-    print_table([raster_row(load_mesh(spec), args) for spec in args.face_model])
+    rows = [raster_row(load_mesh(spec), args) for spec in args.face_model]
+    print_table(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"size": args.size, "frames": args.frames, "rows": rows}, indent=1))
 
 
 def render_setting(args: argparse.Namespace) -> dict:
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     raster.add_argument("--batch", type=int, default=16, help="frames per torch rasteriser call")
     raster.add_argument("--torch-frames", type=int, default=32, help="frames timed for torch on CPU (slow)")
     raster.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    raster.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     raster.set_defaults(func=run_raster)
     render = sub.add_parser("render", help="dual-attention renderer frames per second and peak memory vs N_l")
     add_render_options(render)

@@ -126,14 +126,21 @@ def print_table(n: int, times: dict[str, StepTime], end_to_end: tuple[int, StepT
           f"many frames per second ({n} frames timed).")
 
 
-def run(args: argparse.Namespace) -> None:
-    from data_prep.build import DEFAULT_QUALITY, make_config
+def process_config(args: argparse.Namespace):
+    """The ``ProcessConfig`` a build with these options would use: ``data_prep.build``'s own parser and defaults
+    (a namespace made by hand here fell behind when the build gained --allow-no-audio)."""
+    from data_prep.build import make_config, parse_args
 
+    argv = ["--source", "folder", "--root", ".", "--out", ".", "--face-model", args.face_model, "--min-seconds", "1"]
+    argv += ["--hyperiqa", str(args.hyperiqa)] if args.hyperiqa else []
+    argv += ["--fit-steps", str(args.fit_steps)] if args.fit_steps is not None else []
+    return make_config(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    build_args = argparse.Namespace(quality=DEFAULT_QUALITY, face_model=args.face_model, landmarks="detector",
-                                    min_seconds=1.0, hyperiqa=args.hyperiqa, fit_steps=args.fit_steps)
-    cfg = make_config(build_args)
+    cfg = process_config(args)
     with tempfile.TemporaryDirectory(prefix="speed_data_prep_") as work:
         path = Path(args.video) if args.video else synthetic_clip(Path(work), args.seconds, args.size)
         if not path.is_file():
@@ -150,6 +157,23 @@ def run(args: argparse.Namespace) -> None:
             print(f"note: process_clip kept no sample ({report.get('removed')}); end to end still timed every step "
                   "it ran")
     print_table(n, times, (frames, total))
+    if args.json:
+        write_json(args.json, path, info, n, times, (frames, total), cfg)
+
+
+def write_json(out: Path, path: Path, info, n: int, times: dict[str, StepTime], end_to_end: tuple[int, StepTime],
+               cfg) -> None:
+    """The table as JSON: frames/s (wall) and frames per CPU-second of every step and end to end."""
+    def rates(frames: int, t: StepTime) -> dict:
+        return {"wall_s": round(t.wall, 4), "cpu_s": round(t.cpu, 4), "fps": round(frames / t.wall, 2),
+                "fps_per_core": round(frames / t.cpu, 2)}
+
+    frames, total = end_to_end
+    doc = {"clip": path.name, "size": [info.width, info.height], "seconds": round(info.duration_s, 3),
+           "face_model": cfg.face_model, "fit_steps": cfg.fit.steps, "frames": n,
+           "steps": {step: rates(n, times[step]) for step in STEPS}, "end_to_end": rates(frames, total)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -159,3 +183,4 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-model", default="procedural")
     parser.add_argument("--fit-steps", type=int, default=None, help="override the fit's Adam steps")
     parser.add_argument("--hyperiqa", type=Path, default=None, help="HyperIQA weights: time that scorer too")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")

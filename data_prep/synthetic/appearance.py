@@ -8,6 +8,8 @@ mouth cavity with a tongue. Detail matters: the face detector must find these fa
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -133,6 +135,21 @@ def vertex_colours(face_model, appearance: Appearance) -> np.ndarray:
         colours[np.isin(part, [PARTS["teeth_upper"], PARTS["teeth_lower"]])] = (0.93, 0.91, 0.85)
         colours[part == PARTS["mouth"]] = (0.25, 0.06, 0.06)
     return colours
+
+
+@functools.lru_cache(maxsize=2)
+def model_albedo(spec: str) -> np.ndarray | None:
+    """(L, 3) albedo in [0, 1] that a face-model file carries, or None: a Deep3DFaceRecon BFM's ``meantex``
+    ((1, 3L), rgb interleaved, 0-255), for the spec ``bfm:PATH``."""
+    kind, _, path = str(spec).partition(":")
+    if kind != "bfm":
+        return None
+    import scipy.io
+
+    mat = scipy.io.loadmat(path, variable_names=["meantex"])
+    if "meantex" not in mat:
+        return None
+    return np.clip(np.asarray(mat["meantex"], np.float32).reshape(-1, 3) / 255.0, 0.0, 1.0)
 
 
 def _eyeball_colours(mean: np.ndarray, is_eye: np.ndarray, iris) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Synthetic talking-head corpus: ``python -m data_prep.synthetic --out DIR --speakers N
---clips-per-speaker M --seconds S --seed K [--face-model procedural|ict:PATH] [--workers W] [--preview PNG]``.
+--clips-per-speaker M --seconds S --seed K [--face-model procedural|ict:PATH|bfm:PATH] [--workers W]
+[--preview PNG]``.
 
 Outputs, in VoxCeleb2's layout: ``DIR/idNNNNN/VIDEOID/NNNNN.mp4`` (H.264, 25 fps, SIZE x SIZE with
 background; the speech as a 16 kHz AAC track) and a sidecar ``NNNNN.json`` with the ground truth: face
@@ -62,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips-per-speaker", type=int, default=4)
     p.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--face-model", default="procedural", help="'procedural' (default) or 'ict:PATH'")
+    p.add_argument("--face-model", default="procedural", help="'procedural' (default), 'ict:PATH' or 'bfm:PATH' "
+                   "(a BFM is driven by retargeting and painted with its meantex)")
     p.add_argument("--size", type=int, default=384, help="frame width = height in pixels (>= 256)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--preview", default=None, help="PNG path for a preview grid (default DIR/preview.png)")
@@ -146,6 +148,7 @@ def generate_clip(job: ClipJob) -> dict:
     import torch
 
     from data_prep.synthetic import motion
+    from data_prep.synthetic.appearance import model_albedo
     from data_prep.synthetic.persona import Persona
     from data_prep.synthetic.phonemes import random_utterance
     from data_prep.synthetic.scene import ClipRenderer
@@ -163,12 +166,12 @@ def generate_clip(job: ClipJob) -> dict:
     channels = mouth_tracks(events, persona.style, FPS, n_frames=n)
     blink = motion.blink_track(n, FPS, persona.habits.blink_rate_hz, rng)
     channels.update(blink_L=blink, blink_R=blink, **motion.brow_tracks(n, persona.habits.brow_activity, rng))
-    beta = motion.to_coefficients(channels, fm.exp_names)  # (T, K_exp)
+    beta = motion.model_coefficients(channels, fm)  # (T, K_exp)
     scale, centre = _framing(fm, job.size)
     pose = torch.from_numpy(motion.head_pose(n, persona.habits.head_motion, scale, centre, rng))  # (T, 6)
     alpha = torch.from_numpy(persona.alpha)[None].expand(n, -1)
     screen = fm.posed_vertices(alpha, torch.from_numpy(beta), pose).numpy()  # (T, L, 3)
-    renderer = ClipRenderer(fm, persona, job.size, rng)
+    renderer = ClipRenderer(fm, persona, job.size, rng, albedo=model_albedo(job.face_model))
     head = renderer.head_vertices(pose)
     frames = (renderer.render(screen[t], None if head is None else head[t], t) for t in range(n))
     thumbs = {}

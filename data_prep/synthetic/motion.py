@@ -3,7 +3,9 @@ audio does not explain (blinks, brows, head-pose drift).
 
 ``to_coefficients`` maps the synthetic channels (jaw_open, lip_round, ..., blink_L, brow_furrow) onto
 a face model's own expression modes: the identity for the procedural model, ARKit blendshape names for
-ICT-FaceKit. A model with neither has no mapping and is refused with a clear error.
+ICT-FaceKit. A model with neither has no mapping and is refused with a clear error. ``model_coefficients``
+also drives a model with a PCA expression basis (BFM): each channel's procedural mode is retargeted by its
+68 keypoints (``retarget_matrix``).
 """
 from __future__ import annotations
 
@@ -35,8 +37,7 @@ def to_coefficients(channels: dict[str, np.ndarray], exp_names: list[str]) -> np
     values = np.stack([np.asarray(channels.get(name, np.zeros(n)), np.float32) for name in EXP_NAMES], 1)  # (T, C)
     if list(exp_names) == EXP_NAMES:
         return values
-    needed = {name for targets in ICT_CHANNELS.values() for name, _ in targets} | {"mouthRight"}
-    missing = needed - set(exp_names)
+    missing = _ict_names() - set(exp_names)
     if missing:
         raise ValueError(f"the synthetic corpus drives the procedural model's modes or ICT-FaceKit's ARKit "
                          f"blendshapes; this face model lacks {sorted(missing)[:4]}")
@@ -49,6 +50,44 @@ def to_coefficients(channels: dict[str, np.ndarray], exp_names: list[str]) -> np
             else:
                 coeffs[:, exp_names.index(target)] += weight * values[:, c]
     return coeffs
+
+
+def model_coefficients(channels: dict[str, np.ndarray], fm) -> np.ndarray:
+    """Channel tracks {name: (T,)} -> (T, K_exp) coefficients of face model ``fm`` (a ``FaceModel``): by mode name
+    for the procedural model and ICT-FaceKit (``to_coefficients``), else through ``retarget_matrix``."""
+    names = list(fm.exp_names)
+    if names == EXP_NAMES or _ict_names() <= set(names):
+        return to_coefficients(channels, names)
+    n = len(next(iter(channels.values())))
+    values = np.stack([np.asarray(channels.get(name, np.zeros(n)), np.float32) for name in EXP_NAMES], 1)  # (T, C)
+    return (values @ retarget_matrix(fm)).astype(np.float32)
+
+
+def retarget_matrix(fm, ridge: float = 1e-3) -> np.ndarray:
+    """(C, K_exp): the coefficients of ``fm``'s expression basis whose 68 keypoints move as each procedural mode
+    moves the procedural model's (ridge least squares; displacements scaled by the ratio of the eye distances).
+    For a model without named modes (a BFM's PCA basis): a channel then means the same mouth motion."""
+    import torch
+
+    from src.models.face_model import shared_face_model
+
+    proc = shared_face_model("procedural")
+    with torch.no_grad():
+        src = proc.exp_basis[proc.lmk68].double().flatten(0, 1)  # (68 * 3, C) mm
+        dst = fm.exp_basis[fm.lmk68].double().flatten(0, 1)  # (68 * 3, K) model units
+        src = src * _eye_distance(fm) / _eye_distance(proc)
+        gram = dst.T @ dst
+        gram = gram + ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype)
+        return torch.linalg.solve(gram, dst.T @ src).T.float().numpy()  # (C, K)
+
+
+def _eye_distance(fm) -> float:
+    lmk = fm.mean[fm.lmk68].double()
+    return float((lmk[36:42].mean(0) - lmk[42:48].mean(0)).norm())
+
+
+def _ict_names() -> set[str]:
+    return {name for targets in ICT_CHANNELS.values() for name, _ in targets} | {"mouthRight"}
 
 
 def blink_track(n: int, fps: float, rate_hz: float, rng: np.random.Generator) -> np.ndarray:

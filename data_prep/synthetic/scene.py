@@ -19,13 +19,17 @@ from src.geometry.render import Light, render_shaded
 class ClipRenderer:
     """Frames of one clip: ``render(t)`` -> (H, W, 3) uint8, for precomputed screen vertices."""
 
-    def __init__(self, face_model, persona: Persona, size: int, rng: np.random.Generator):
+    def __init__(self, face_model, persona: Persona, size: int, rng: np.random.Generator,
+                 albedo: np.ndarray | None = None):
+        """``albedo``: (L, 3) vertex colours the model file carries (a BFM's meantex), used when the model has
+        no texture coordinates; else colours from the persona (``vertex_colours``)."""
         self.fm, self.size = face_model, size
         self.tris = face_model.triangles.numpy().astype(np.int32)
         if face_model.uv is not None:
             self.albedo, self.uv = paint_texture(face_model.uv.numpy(), persona.appearance), face_model.uv.numpy()
         else:
-            self.albedo, self.uv = vertex_colours(face_model, persona.appearance), None
+            self.albedo = vertex_colours(face_model, persona.appearance) if albedo is None else albedo
+            self.uv = None
         # the skull/neck mesh is designed around the procedural face (mm, eye line at y = 0)
         self.head = head_mesh(persona.appearance) if face_model.name.startswith("procedural") else None
         self.background = _background(size, persona.appearance.shirt, rng)

@@ -184,8 +184,11 @@ class RenderDataModule(L.LightningDataModule):
                 pncc, lip = render_geometry(fm, clip["alpha"], clip["beta"][needed], clip["pose"][needed], size)
                 row = {int(t): k for k, t in enumerate(needed)}  # frame -> row of pncc / lip
                 for i, (face_idx, lip_idx) in zip(targets, refs):
+                    # copies, not views: an item waits in the shuffle buffer, and a view would keep the whole clip's
+                    # frames (T x 3 x S x S float32, 157 MB for 200 frames at 256 px) alive with it (4.8 GB a worker)
                     item = {
-                        "tgt_img": frames[i], "tgt_pncc": pncc[row[int(i)]], "tgt_lip_mask": lip[row[int(i)]],
+                        "tgt_img": frames[i].copy(), "tgt_pncc": pncc[row[int(i)]].copy(),
+                        "tgt_lip_mask": lip[row[int(i)]].copy(),
                         "face_ref_img": frames[face_idx], "face_ref_pncc": pncc[[row[int(j)] for j in face_idx]],
                         "lip_ref_img": frames[lip_idx], "lip_ref_pncc": pncc[[row[int(j)] for j in lip_idx]],
                         "key": clip["key"], "frame": int(i),

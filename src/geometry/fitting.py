@@ -97,7 +97,9 @@ class FitConfig:
     w_reg_pose: float = 0.01  # Eq. 2: ||p_t - p_t^init||^2 (pixel-equivalent)
     w_id: float = 0.01  # prior ||alpha||^2, alpha ~ N(0, 1)
     w_exp: float = 0.5  # prior ||beta_t||^2 (module docstring, Priors: the identity / expression split of the lips)
-    exp_bounds: tuple[float, float] | None = (0.0, 1.0)  # None: unbounded (PCA expression bases, BFM)
+    # bounds of blendshape weights (None: unbounded); a model with a PCA expression basis (fm.exp_bounded False:
+    # BFM) is never bounded, whatever this says: its coefficients are signed
+    exp_bounds: tuple[float, float] | None = (0.0, 1.0)
     signed_modes: tuple[str, ...] = ("mouth_shift",)  # modes bounded by (-hi, hi) instead
     init_rounds: int = 3  # pose <-> shape alternations of the closed-form initialisation
     threads: int = 1  # torch threads while fitting (one per clip; run clips in parallel)
@@ -236,7 +238,8 @@ def expression_offset(fm, cfg: FitConfig) -> torch.Tensor:
 
 
 def _expression_bounds(fm, cfg: FitConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    if cfg.exp_bounds is None:
+    """(lo, hi) (K_exp,) bounds on beta, or (None, None): none for ``cfg.exp_bounds=None`` or a PCA basis."""
+    if cfg.exp_bounds is None or not fm.exp_bounded:
         return None, None
     lo = torch.full((fm.n_exp,), float(cfg.exp_bounds[0]))
     hi = torch.full((fm.n_exp,), float(cfg.exp_bounds[1]))

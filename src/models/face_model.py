@@ -32,6 +32,7 @@ class FaceModel(nn.Module):
         self.name = data.name
         self.exp_names = list(data.exp_names)
         self.units_to_mm = float(data.units_to_mm)
+        self.exp_bounded = bool(data.exp_bounded)  # blendshape weights in [0, 1]; False: a PCA basis (BFM)
         self.register_buffer("mean", torch.from_numpy(data.mean))  # (L, 3)
         self.register_buffer("id_basis", torch.from_numpy(data.id_basis))  # (L, 3, K_id)
         self.register_buffer("exp_basis", torch.from_numpy(data.exp_basis))  # (L, 3, K_exp)

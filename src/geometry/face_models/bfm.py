@@ -3,7 +3,9 @@ neutral schema. User-supplied: never shipped, never downloaded.
 
 The .mat holds ``meanshape (1, 3N)``, ``idBase (3N, 80)``, ``exBase (3N, 64)``, ``tri (F, 3)`` and
 ``keypoints (1, 68)`` with 1-based (MATLAB) indices; coordinates interleave x, y, z per vertex. As in
-Deep3DFaceRecon, the mean shape is centred. Units are decimetres (0.1 m): ``units_to_mm = 100``.
+Deep3DFaceRecon, the mean shape is centred. Units are decimetres (0.1 m): ``units_to_mm = 100``. The expression
+basis is a PCA basis (columns scaled by their standard deviation): coefficients are signed and unbounded
+(``exp_bounded=False``: the fit does not clamp them to [0, 1] as it does blendshape weights).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def load_bfm(path: str | Path) -> FaceModelData:
         name="bfm-deep3dfacerecon", mean=mean, id_basis=id_basis, exp_basis=exp_basis, triangles=tris, lmk68=lmk68,
         lower=lower, upper=np.setdiff1d(everything, lower), lip=regions.lip_set(mean, lmk68, everything, 0.1),
         mouth_pairs=regions.mouth_pairs(lmk68), exp_names=[f"bfm_exp_{i:02d}" for i in range(exp_basis.shape[2])],
-        units_to_mm=100.0,
+        units_to_mm=100.0, exp_bounded=False,
     )
 
 

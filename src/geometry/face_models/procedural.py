@@ -83,7 +83,7 @@ def build_procedural() -> FaceModelData:
     """Build the procedural model's arrays (cached; about 0.2 s)."""
     topo = mediapipe_topology()
     xy = _layout(topo)  # (468, 2)
-    face = np.concatenate([xy, _depth(xy)[:, None]], 1)  # (468, 3)
+    face = np.concatenate([xy, surface_depth(xy)[:, None]], 1)  # (468, 3)
     parts = _Parts(face, topo)
     verts = np.concatenate([face, parts.verts], 0)  # (L, 3)
     tris = np.concatenate([topo.triangles, parts.tris + N_MESH], 0)
@@ -188,8 +188,10 @@ def _gauss(x, y, cx, cy, sx, sy):
     return np.exp(-(((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
 
 
-def _depth(xy: np.ndarray) -> np.ndarray:
-    """Height field z(x, y) in mm: the face surface's distance towards the camera."""
+def surface_depth(xy: np.ndarray) -> np.ndarray:
+    """Height field z(x, y) in mm of the face surface (its distance towards the camera) at layout positions
+    (n, 2): the face vertices are (layout, surface_depth(layout)), so a denser mesh on the same layout
+    (``data_prep.synthetic.bfm_standin``) lies on the same smooth surface."""
     x, y = xy[:, 0], xy[:, 1]
     base = (78.0 * np.sqrt(np.clip(1 - (x / 88.0) ** 2, 0.05, None))
             * np.sqrt(np.clip(1 - ((y + 25) / 150.0) ** 2, 0.05, None)))
@@ -225,7 +227,7 @@ class _Parts:
             front = face[lids, 2].mean() - 0.8  # just behind the lid margins, so the lids are never pierced
             centre = np.array([side * EYE_X, EYE_Y, front - EYE_R])
             iris.append(self._add(_eyeball(centre), PARTS["eye"], (*tile, 0.25, 0.25)))
-        lip_z = float(_depth(np.array([[0.0, MOUTH_Y]]))[0])
+        lip_z = float(surface_depth(np.array([[0.0, MOUTH_Y]]))[0])
         self._add(_teeth(lip_z - 6.0, MOUTH_Y + 6.0, MOUTH_Y - 0.6), PARTS["teeth_upper"], (0.75, 0.5, 0.125, 0.25))
         self._add(_teeth(lip_z - 7.2, MOUTH_Y - 0.4, MOUTH_Y - 7.0), PARTS["teeth_lower"], (0.875, 0.5, 0.125, 0.25))
         self._add(_cavity(lip_z - 26.0), PARTS["mouth"], (0.75, 0.75, 0.25, 0.25))

@@ -12,6 +12,7 @@ one ``FaceModelData``, which is saved to and loaded from a single ``.npz`` with 
 | lower, upper, lip | (n,) int64 | vertex index sets: lower face (jaw, cheeks, lips, chin), the rest, lips |
 | mouth_pairs | (P, 2) int64 | (upper inner-lip vertex, lower inner-lip vertex) pairs: the mouth opening |
 | exp_names | (K_exp,) str | expression mode names |
+| exp_bounded | () bool | True (default): blendshape weights in [0, 1], bounded by the fit; False: PCA, signed (BFM) |
 | units_to_mm | () float | millimetres per model unit (errors are reported in mm) |
 | uv | (L, 2) float32 | texture coordinates in [0, 1], v down (optional) |
 | part | (L,) int64 | part label per vertex, see ``PARTS`` (optional) |
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 PARTS = {"face": 0, "eye": 1, "teeth_upper": 2, "teeth_lower": 3, "mouth": 4, "other": 5}
+_OPTIONAL_KEYS = ("lmk478", "exp_bounded", "uv", "part")
 _INDEX_KEYS = ("lmk68", "lower", "upper", "lip")
 
 
@@ -48,6 +50,7 @@ class FaceModelData:
     exp_names: list[str]
     units_to_mm: float
     lmk478: np.ndarray | None = None
+    exp_bounded: bool = True
     uv: np.ndarray | None = None
     part: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
@@ -63,6 +66,7 @@ class FaceModelData:
         if self.lmk478 is not None:
             self.lmk478 = np.asarray(self.lmk478, np.int64).reshape(-1)
         self.exp_names = [str(n) for n in self.exp_names]
+        self.exp_bounded = bool(self.exp_bounded)
         self.validate()
 
     @property
@@ -114,12 +118,14 @@ class FaceModelData:
                                     "src/geometry/face_models/schema.py)")
         with np.load(path, allow_pickle=False) as npz:
             names = {f.name for f in fields(cls)} - {"extras"}
-            missing = [k for k in names if k not in npz.files and k not in ("lmk478", "uv", "part")]
+            missing = [k for k in names if k not in npz.files and k not in _OPTIONAL_KEYS]
             if missing:
                 raise ValueError(f"{path} is not a face-model schema npz: missing keys {sorted(missing)}")
             kwargs = {k: npz[k] for k in names if k in npz.files}
             kwargs["name"] = str(kwargs["name"])
             kwargs["units_to_mm"] = float(kwargs["units_to_mm"])
+            if "exp_bounded" in kwargs:
+                kwargs["exp_bounded"] = bool(kwargs["exp_bounded"])
             kwargs["extras"] = {k[len("extra_"):]: npz[k] for k in npz.files if k.startswith("extra_")}
         return cls(**kwargs)
 

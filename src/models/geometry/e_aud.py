@@ -111,7 +111,10 @@ def _load_hubert(pretrained: str) -> HubertModel:
         raise FileNotFoundError(
             f"AudioEncoder: no weights file in {folder} (looked for {', '.join(WEIGHT_FILES)}); {_how_to_get(folder)}"
         )
-    return HubertModel.from_pretrained(str(folder), local_files_only=True)
+    # from_pretrained returns the model in eval mode; an nn.Module starts in train mode and Lightning only toggles
+    # modes around validation, so left so HuBERT would fine-tune with dropout, LayerDrop and SpecAugment off
+    # (unlike the random-init path)
+    return HubertModel.from_pretrained(str(folder), local_files_only=True).train()
 
 
 def _how_to_get(folder: Path) -> str:
