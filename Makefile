@@ -30,7 +30,7 @@ help:
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
 	@echo "make rehearse  the paper recipe at its real sizes with stand-ins (BFM, HuBERT-base, VGG; random weights):"
 	@echo "               shards, both stages a few steps + a resume, a dub, eval.benchmark --split hdtf, planning"
-	@echo "               figures in outputs/rehearse/figures.md (~55 min on 2 cores)"
+	@echo "               figures in outputs/rehearse/figures.md (~34 min on 2 cores)"
 	@echo "make calibrate-landmarks  re-make the procedural model's MediaPipe landmark calibration (after changing the model)"
 	@echo "make clean     remove caches, build metadata and outputs/demo/ (keeps .venv/ and runs)"
 	@echo "make distclean clean, and remove .venv/"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def step_summary(stats: Path) -> dict:
     for record in records:
         by_pid.setdefault(record["pid"], []).append(record)
     steady = [r for rs in by_pid.values() for r in (rs[1:] if len(rs) > 1 else rs)]
-    median = lambda values: float(sorted(values)[len(values) // 2]) if values else None  # noqa: E731
+    median = lambda values: float(statistics.median(values)) if values else None  # noqa: E731
     return {"batch_size": records[0]["batch_size"], "steps": len(records), "steady_steps": len(steady),
             "step_s": median([r["step_s"] for r in steady]),
             "data_s": median([r["data_s"] for r in steady if r["data_s"] is not None]),
