@@ -120,7 +120,7 @@ demo: demo-shards
 REAL := $(DEMO)/real
 REAL_DATA ?= ../shared/data/real
 REAL_AUDIO ?= ../shared/data/audio
-REAL_RENDER_STEPS ?= 1500
+REAL_RENDER_STEPS ?= 1000
 REAL_GEOMETRY_STEPS ?= 300
 # frames on each side of the target left out of the references (render_real's data.exclude_window)
 REAL_WINDOW ?= 12

@@ -48,7 +48,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from eval import speed_data_prep, speed_peers
 from eval.speed_parts import build_renderer, experiment_config, peak_mib, render_inputs
@@ -190,7 +189,7 @@ def render_setting(args: argparse.Namespace) -> dict:
         forward_mib, how = peak_mib(lambda: renderer(**batch), device)
         refs = {"lip": (batch["lip_ref_img"], batch["lip_ref_pncc"])}
         q_geo, ref_geo, ref_tex = renderer.encode(batch["tgt_pncc"], refs)
-        pixels = (F.pixel_unshuffle(batch["lip_ref_img"], 4)  # (B, N_l, 48, h, w)
+        pixels = (renderer.patches.extract(batch["lip_ref_img"])  # (B, N_l, P, h, w)
                   if renderer.d_tex.uses_sampled_rgb else None)
         lip_attention = functools.partial(renderer.attention.lip_attention.sample, q_geo, ref_geo["lip"],
                                           ref_tex["lip"], pixels)

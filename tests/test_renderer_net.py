@@ -22,6 +22,7 @@ from src.models.renderer import (
     TextureEncoder,
 )
 from src.models.renderer.attention import set_inference_temperature
+from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.chunked_attention import chunked_attention
 from src.models.renderer.chunked_attention import sdpa_kernel as sdpa_kernel_for
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
@@ -45,13 +46,14 @@ VARIANTS = {
 
 
 def build(variant: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0,
-          decoder: str = "latent") -> DualAttentionRenderer:
+          decoder: str = "latent", margin: int = 0) -> DualAttentionRenderer:
     torch.manual_seed(seed)
     attention = VARIANTS[variant](query_chunk)
     d_tex = DECODERS[decoder](C, depth=depth)
     if decoder == "sampled":  # as after some training: the zero-initialised head would block every gradient
         torch.nn.init.normal_(d_tex.to_rgb.weight, std=0.1)
-    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), attention, d_tex)
+    return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), attention, d_tex,
+                                 CellPatches(4, margin))
 
 
 def inputs(b: int = 2, n_face: int = 3, n_lip: int = 4, size: int | tuple[int, int] = S, seed: int = 0) -> dict:
@@ -309,14 +311,16 @@ def test_inference_temperature_divides_the_logits_outside_training_only():
         ReferenceAttention(C, HEADS, LATENT, inference_temperature=0.0)
 
 
-def test_sampled_decoder_starts_as_a_copy_of_aligned_references():
+@pytest.mark.parametrize("margin", [0, 2])
+def test_sampled_decoder_starts_as_a_copy_of_aligned_references(margin):
     """Every reference is the same frame with the target's own geometry: with a sharp same-place prior the
     attentions pick each cell's own patch, and the zero-initialised correction leaves it as it is, so the
-    untrained renderer returns that frame (the latent-only decoder returns a blur of random features)."""
+    untrained renderer returns that frame (the latent-only decoder returns a blur of random features), with
+    disjoint 4x4 blocks and with overlapping 8x8 patches alike."""
     torch.manual_seed(0)
     lip, face = (cls(C, HEADS, LATENT, pos_scale=400.0) for cls in (LipAttention, FaceAttention))
     renderer = DualAttentionRenderer(GeometryEncoder(C), TextureEncoder(C), DualAttentionFusion(lip, face),
-                                     SampledTextureDecoder(C))
+                                     SampledTextureDecoder(C), CellPatches(4, margin))
     batch = inputs(b=1, n_face=3, n_lip=4)
     frame, pncc = batch["face_ref_img"][:, :1], batch["tgt_pncc"][:, None]
     for kind, n in (("face", 3), ("lip", 4)):
@@ -418,3 +422,61 @@ def test_correspondence_lets_attention_find_a_moved_surface_point():
         assert error < 0.05, (corr, float(error))
     with pytest.raises(ValueError, match="with a correspondence, tgt_coords must be"):
         attn.sample(q_geo, ref, ref)
+
+
+# ----- reference patches (cell_patches.py) -----
+
+
+def test_cell_patches_without_margin_are_pixel_shuffling():
+    frames = torch.rand(2, 3, 3, 12, 16)
+    patches = CellPatches(4, 0)
+    cells = patches.extract(frames)  # (2, 3, 48, 3, 4)
+    torch.testing.assert_close(cells, F.pixel_unshuffle(frames, 4), rtol=0, atol=0)
+    torch.testing.assert_close(patches.assemble(cells[:, 1]), frames[:, 1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("margin", [1, 2, 4])
+def test_overlapping_patches_of_one_frame_put_back_that_frame(margin):
+    """Overlap-add of consistent patches divided by the summed window is the identity, borders included."""
+    frames = torch.rand(2, 3, 3, 12, 16)
+    patches = CellPatches(4, margin)
+    cells = patches.extract(frames)
+    assert cells.shape == (2, 3, 3 * (4 + 2 * margin) ** 2, 3, 4) and patches.numbers == cells.shape[2]
+    torch.testing.assert_close(patches.assemble(cells[:, 2]), frames[:, 2], rtol=0, atol=1e-6)
+
+
+def test_overlapping_patches_blend_neighbouring_cells_that_sample_different_frames():
+    """Left half of the cells from a black frame, right half from a white one: disjoint blocks meet at a hard
+    edge; with a margin the pixels either side of the edge are grey, rising monotonically across it."""
+    frames = torch.stack([torch.zeros(3, 8, 16), torch.ones(3, 8, 16)])[None]  # (1, 2, 3, 8, 16)
+    rows = {}
+    for margin in (0, 2):
+        patches = CellPatches(4, margin)
+        cells = patches.extract(frames)  # (1, 2, P, 2, 4)
+        mixed = torch.cat([cells[:, 0, :, :, :2], cells[:, 1, :, :, 2:]], dim=-1)  # (1, P, 2, 4)
+        rows[margin] = patches.assemble(mixed)[0, 0, 0]  # (16,) one image row
+    assert rows[0][:8].eq(0).all() and rows[0][8:].eq(1).all()
+    blended = rows[2]
+    assert blended[:6].eq(0).all() and blended[10:].eq(1).all()  # 2 px each side of the edge are mixed
+    assert ((blended[6:10] > 0) & (blended[6:10] < 1)).all() and (blended.diff() >= 0).all()
+
+
+def test_cell_patches_errors():
+    with pytest.raises(ValueError, match="margin must be an integer in"):
+        CellPatches(4, 5)
+    with pytest.raises(ValueError, match="cell must be a positive integer"):
+        CellPatches(0)
+    with pytest.raises(ValueError, match=r"patches must be \(B, 192, h, w\)"):
+        CellPatches(4, 2).assemble(torch.rand(1, 48, 2, 2))
+    with pytest.raises(ValueError, match="patches.cell must be 4"):
+        DualAttentionRenderer(GeometryEncoder(C), TextureEncoder(C), VARIANTS["dual"](None), SampledTextureDecoder(C),
+                              CellPatches(2))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_renders_with_overlapping_patches(variant):
+    renderer = build(variant, decoder="sampled", margin=2)
+    out = renderer(**inputs())
+    assert out.shape == (2, 3, S, S)
+    out.mean().backward()
+    assert renderer.d_tex.to_rgb.weight.grad.abs().sum() > 0

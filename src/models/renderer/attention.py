@@ -11,7 +11,7 @@ softmax(Q K^T) reads as the geometric correspondence between the target and the 
 reference texture moved onto the target geometry. There is no residual from Q: the output is texture only (the
 decoder gets the target geometry separately).
 
-``sample(..., ref_pixels)`` also moves the references' own pixels (each latent cell's 4 x 4 RGB patch) with the
+``sample(..., ref_pixels)`` also moves the references' own pixels (each latent cell's patch, cell_patches.py) with the
 same weights, unprojected: the paper's "textures sampled by multiplying geometry correspondences with F_ref"
 taken literally, at full resolution. A sampled-texture decoder (d_tex_sampled.py) starts from them, so fine
 texture need not squeeze through the C-wide latent.
@@ -105,7 +105,7 @@ class ReferenceAttention(nn.Module):
     def sample(self, q_geo: torch.Tensor, ref_geo: torch.Tensor, ref_tex: torch.Tensor,
                ref_pixels: torch.Tensor | None = None, tgt_coords: torch.Tensor | None = None,
                ref_coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``forward``, and with ``ref_pixels`` (B, N, P, h, w) (P = 3 * 4 * 4 pixels per latent cell) also those
+        """``forward``, and with ``ref_pixels`` (B, N, P, h, w) (P numbers per latent cell, ``CellPatches``) also those
         pixels moved by the same attention weights: -> (latent (B, C, h, w), pixels (B, P, h, w) or None).
         ``tgt_coords`` (B, 3, h, w) and ``ref_coords`` (B, N, 3, h, w): the cells' PNCC colours, read (and needed)
         with a ``correspondence``."""

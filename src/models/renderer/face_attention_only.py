@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.face_attention import FaceAttention
 from src.models.renderer.fusion import ReferenceFusion, Refs
 
@@ -19,8 +20,9 @@ class FaceAttentionOnly(ReferenceFusion):
         self.face_attention, self.dim = face_attention, face_attention.dim
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs,
+                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = None if ref_pixels is None else ref_pixels["face"]
         fused, sampled = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels,  # (B, C, h, w)
                                                 coords["tgt"], coords["face"])
-        return fused, self.full_resolution(sampled)
+        return fused, patches.assemble(sampled)

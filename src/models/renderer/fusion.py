@@ -11,8 +11,9 @@ A variant says which references it reads (``uses_face_refs``, ``uses_lip_refs``)
 target's lip mask, and maps
 
     q_geo (B, C, h, w), {kind: E_geo(ref PNCCs) (B, N, C, h, w)}, {kind: E_tex(ref frames) (B, N, C, h, w)},
-    {kind: ref pixels (B, N, 48, h, w)} or None, lip mask (B, 1, H, W) or None,
-    {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)} the cells' PNCC colours (for attentions with a correspondence term)
+    {kind: ref pixel patches (B, N, P, h, w)} or None, lip mask (B, 1, H, W) or None,
+    {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)} the cells' PNCC colours (for attentions with a correspondence term),
+    the patch layout (``cell_patches.CellPatches``, which put the patches together again)
     -> fused latent (B, C, h, w), sampled pixels at full resolution (B, 3, H, W) or None
 
 for kind in "face" and "lip". The sampled pixels come back only when pixels went in (a sampled-texture
@@ -23,24 +24,21 @@ Letters: b batch, n reference frames, c width, h w latent rows and columns.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from src.models.renderer.cell_patches import CellPatches
 
 Refs = dict[str, torch.Tensor]
 
 
 class ReferenceFusion(nn.Module):
-    """Base of the variants: their flags and the shared pixel unshuffling (see the module docstring)."""
+    """Base of the variants: their flags (see the module docstring)."""
 
     uses_face_refs: bool = True
     uses_lip_refs: bool = True
     needs_lip_mask: bool = False
 
-    @staticmethod
-    def full_resolution(pixels: torch.Tensor | None) -> torch.Tensor | None:
-        """Sampled 4x4 patches (B, 48, h, w) -> an image (B, 3, 4h, 4w); None stays None."""
-        return None if pixels is None else F.pixel_shuffle(pixels, 4)
-
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs,
+                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError

@@ -12,8 +12,9 @@ PNCCs in, the target face out.
 Eq. 4 (``dual_fusion.DualAttentionFusion``, the paper) or one of the Table 4 ablations; it says which
 references it reads, so a variant builds, and is fed, only what it uses. With a sampled-texture decoder
 (``d_tex_sampled.SampledTextureDecoder``, the configs' default; ``uses_sampled_rgb``) the attentions also move
-each reference's own pixels, 4x4 patches p = pixel_unshuffle(F_ref, 4) (B, N, 48, h, w), one per latent cell,
-and D_tex corrects the result.
+each reference's own pixels, one patch per latent cell (``patches``, ``cell_patches.CellPatches``: the cell's 4x4
+block, p = pixel_unshuffle(F_ref, 4) (B, N, 48, h, w), or with a margin overlapping 8x8 patches put back by
+overlap-add, which blends neighbouring cells that sample different places), and D_tex corrects the result.
 
 All reference frames of a call go through each encoder in one batched convolution; E_geo is shared by the
 target and the reference PNCCs (paper 3.2), so target and references live in one geometry space. N_f and
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.d_tex import TextureDecoder
 from src.models.renderer.e_geo import GeometryEncoder
 from src.models.renderer.e_tex import TextureEncoder
@@ -42,13 +44,17 @@ class DualAttentionRenderer(nn.Module):
     H and W multiples of 4."""
 
     def __init__(self, e_geo: GeometryEncoder, e_tex: TextureEncoder, attention: ReferenceFusion,
-                 d_tex: TextureDecoder) -> None:
+                 d_tex: TextureDecoder, patches: CellPatches | None = None) -> None:
         super().__init__()
         dims = {name: part.dim for name, part in dict(e_geo=e_geo, e_tex=e_tex, attention=attention,
                                                       d_tex=d_tex).items()}
         if len(set(dims.values())) != 1:
             raise ValueError(f"DualAttentionRenderer: all submodules need the same width C, got {dims}")
-        self.e_geo, self.e_tex, self.attention, self.d_tex = e_geo, e_tex, attention, d_tex
+        patches = CellPatches() if patches is None else patches
+        if patches.cell != 4:
+            raise ValueError(f"DualAttentionRenderer: patches.cell must be 4 (the latent is H/4 x W/4), "
+                             f"got {patches.cell}")
+        self.e_geo, self.e_tex, self.attention, self.d_tex, self.patches = e_geo, e_tex, attention, d_tex, patches
         self.dim = e_geo.dim
 
     @property
@@ -74,10 +80,11 @@ class DualAttentionRenderer(nn.Module):
         refs = self._check(tgt_pncc, tgt_lip_mask, face_ref_img, face_ref_pncc, lip_ref_img, lip_ref_pncc)
         q_geo, ref_geo, ref_tex = self.encode(tgt_pncc, refs)  # (B, C, h, w), {kind: (B, N, C, h, w)} x 2
         pixels = None
-        if self.d_tex.uses_sampled_rgb:  # the references' own pixels, one 4x4 patch per latent cell
-            pixels = {kind: F.pixel_unshuffle(img, 4) for kind, (img, _) in refs.items()}  # (B, N, 48, h, w)
+        if self.d_tex.uses_sampled_rgb:  # the references' own pixels, one patch per latent cell
+            pixels = {kind: self.patches.extract(img) for kind, (img, _) in refs.items()}  # (B, N, P, h, w)
         coords = self.cell_coords(tgt_pncc, refs, q_geo.shape[-2:])  # {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)}
-        fused, rgb = self.attention(q_geo, ref_geo, ref_tex, pixels, tgt_lip_mask, coords)  # (B, C, h, w), (B, 3, H, W)
+        fused, rgb = self.attention(q_geo, ref_geo, ref_tex, pixels, tgt_lip_mask, coords,  # (B, C, h, w)
+                                    self.patches)  # rgb (B, 3, H, W)
         if self.d_tex.uses_sampled_rgb:
             return self.d_tex(fused, tgt_pncc, rgb)  # (B, 3, H, W)
         return self.d_tex(fused, tgt_pncc)  # (B, 3, H, W)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from src.models.renderer.attention import ReferenceAttention
+from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.fusion import ReferenceFusion, Refs
 
 
@@ -21,8 +22,9 @@ class SingleAttention(ReferenceFusion):
         self.attention, self.dim = attention, attention.dim
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
-                lip_mask: torch.Tensor | None, coords: Refs) -> tuple[torch.Tensor, torch.Tensor | None]:
+                lip_mask: torch.Tensor | None, coords: Refs,
+                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
         both = [None if refs is None else torch.cat([refs["face"], refs["lip"]], dim=1)  # (B, N_f + N_l, ...)
                 for refs in (ref_geo, ref_tex, ref_pixels, coords)]
         fused, pixels = self.attention.sample(q_geo, *both[:3], coords["tgt"], both[3])  # (B, C, h, w), (B, 48, h, w)
-        return fused, self.full_resolution(pixels)
+        return fused, patches.assemble(pixels)
