@@ -16,7 +16,7 @@ INSTALL_INPUTS := pyproject.toml uv-overrides.txt
 INSTALL_HASH := $(shell cat $(INSTALL_INPUTS) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
-.PHONY: help install test lint browser demo demo-shards demo-real stage1-scale rehearse calibrate-landmarks clean distclean \
+.PHONY: help install test lint browser demo demo-shards demo-real demo-real-lmd stage1-scale rehearse calibrate-landmarks clean distclean \
 	install-hash
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
 	@echo "make demo-real real faces and speech (../shared/data): shards, render_real, the U-Net baseline, eval.reconstruct,"
 	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~75 min)"
+	@echo "make demo-real-lmd  after demo-real: LMD of self-dubs of five val people against a frozen mouth (~20 min)"
 	@echo "make browser   install Debian's chromium for the browser tests (as root; make test runs it)"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
 	@echo "make rehearse  the paper recipe at its real sizes with stand-ins (BFM, HuBERT-base, VGG; random weights):"
@@ -126,7 +127,7 @@ REAL_GEOMETRY_STEPS ?= 300
 REAL_WINDOW ?= 12
 # the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
 # pixel copies from fewer reference pixels, a sharper mouth; render_real is also scored at 1 for comparison
-REAL_TEMPERATURE ?= 0.35
+REAL_TEMPERATURE ?= 0.25
 REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
 REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
@@ -169,6 +170,32 @@ demo-real: install
 	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip)"
 	@echo "stage 1 (real):  $(REAL)/geometry/checkpoints/last.ckpt; lip sync: $(REAL)/lipsync/lipsync.md"
 	@echo "dub:             $(REAL)/dub.mp4 and $(REAL)/dub_sheet.png (a real person: keep it local, never publish it)"
+
+# Lip sync on dubbed video (issue 15's LMD), after make demo-real: self-dubs of val people (each clip driven by its own
+# audio) with both real checkpoints, and the same dubs with the mouth frozen at the reference's mean expression
+# (src.dub --freeze-mouth), scored by eval.benchmark on their first REAL_LMD_FRAMES frames (MediaPipe mouth landmarks
+# against the input: LMD; SSIM, PSNR, dlib CSIM). About 20 minutes on 2 cores for the five clips.
+REAL_LMD_CLIPS ?= rizkiarm__LipNet__GRID_lbbc2a.mpg OpenTalker__SadTalker__RD_Radio2_000.mp4 \
+	filby89__spectre__MEAD_W040_level_3_happy_029.mp4 yerfor__MimicTalk__Trump_10s.mp4 \
+	Hangz-nju-cuhk__Talking-Face_PC-AVS__Audio_Source_681100216.mp4
+REAL_LMD_FRAMES ?= 100
+REAL_DUB = $(PY) -m src.dub --geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt \
+	--render-ckpt $(REAL)/render/checkpoints/last.ckpt --attention-temperature $(REAL_TEMPERATURE) \
+	--cache-dir $(REAL)/dub_cache --no-progress
+
+demo-real-lmd: install
+	@test -f $(REAL)/render/checkpoints/last.ckpt -a -f $(REAL)/geometry/checkpoints/last.ckpt || { echo "make \
+	demo-real-lmd: run make demo-real first (it trains $(REAL)/render and $(REAL)/geometry)"; exit 2; }
+	mkdir -p $(REAL)/lmd/gt $(REAL)/lmd/phones $(REAL)/lmd/frozen
+	for f in $(REAL_LMD_CLIPS); do s=$${f%.*}; ln -sf $(abspath $(REAL_DATA))/$$f $(REAL)/lmd/gt/$$f; \
+		test -f $(REAL)/lmd/phones/$$s.mp4 || $(REAL_DUB) --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
+			--out $(REAL)/lmd/phones/$$s.mp4 || exit 1; \
+		test -f $(REAL)/lmd/frozen/$$s.mp4 || $(REAL_DUB) --freeze-mouth --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
+			--out $(REAL)/lmd/frozen/$$s.mp4 || exit 1; \
+	done
+	$(PY) -m eval.benchmark --split real_val --gt $(REAL)/lmd/gt --method phones=$(REAL)/lmd/phones \
+		--method frozen=$(REAL)/lmd/frozen --metrics lmd ssim psnr csim_dlib --max-frames $(REAL_LMD_FRAMES) \
+		--out $(REAL)/lmd/benchmark
 
 # Stage 1 at the data scale its held-out target needs (lip vertex error at most half the mean-expression
 # baseline on held-out speakers and clips): 480 speakers x 4 clips (speaker split 352 train / 56 val / 72 test),

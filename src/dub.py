@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-lip", type=int, default=AnalysisConfig.n_lip, help="lip references N_l (Algorithm 1)")
     q.add_argument("--attention-temperature", type=float, default=None, metavar="T",
                    help="the renderer's attention softmax temperature (default: the checkpoint's own); below 1 each "
-                   "pixel copies from fewer reference pixels: a sharper mouth (make demo-real dubs with 0.35)")
+                   "pixel copies from fewer reference pixels: a sharper mouth (make demo-real dubs with 0.25)")
     q.add_argument("--geometry-window", type=int, default=GeometryConfig.window, help="frames per stage-1 call")
     q.add_argument("--freeze-mouth", action="store_true",
                    help="a baseline, not a dub: hold the mouth at the reference's mean expression (no stage 1)")

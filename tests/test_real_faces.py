@@ -214,23 +214,23 @@ def test_reconstruct_writes_the_table_and_contact_sheets(render_checkpoints, syn
 
     out = tmp_path / "recon"
     assert reconstruct(["--render-ckpt", str(render_checkpoints["dual"]), "--render-ckpt",
-                        f"unet={render_checkpoints['unet']}", "--render-ckpt", f"sharp={render_checkpoints['dual']}",
-                        "--attention-temperature", "sharp=0.25", "--shards", str(synthetic_shards), "--out", str(out),
+                        f"unet={render_checkpoints['unet']}", "--render-ckpt", f"t1={render_checkpoints['dual']}",
+                        "--attention-temperature", "t1=1", "--shards", str(synthetic_shards), "--out", str(out),
                         "--split", "val", "--frames-per-clip", "3", "--size", "48", "--n-lip", "7"]) == 0
     with open(out / "reconstruct.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["method", "clip", "psnr", "ssim", "lip_psnr", "lpips", "csim", "lip_sharpness"]
     methods = {r["method"] for r in rows}
-    assert methods == {"render_real", "unet", "sharp", "nearest_ref"}
+    assert methods == {"render_real", "unet", "t1", "nearest_ref"}
     psnr_of = {r["method"]: r["psnr"] for r in rows if r["clip"] == "mean"}
-    assert psnr_of["sharp"] != psnr_of["render_real"]  # the same weights at another attention temperature
+    assert psnr_of["t1"] != psnr_of["render_real"]  # the same weights at T = 1 (render_real checkpoints: 0.25)
     clips = {r["clip"] for r in rows} - {"mean"}
     assert len(rows) == len(methods) * (len(clips) + 1) and all(r["lpips"] == "" for r in rows)
     for r in rows:
         assert -1 <= float(r["csim"]) <= 1 and float(r["psnr"]) > 5 and float(r["lip_sharpness"]) > 0
     result = json.loads((out / "reconstruct.json").read_text())
     assert result["settings"]["size"] == 48
-    assert result["resolutions"] == {"render_real": 32, "unet": 32, "sharp": 32}
+    assert result["resolutions"] == {"render_real": 32, "unet": 32, "t1": 32}
     assert sorted(p.stem for p in (out / "sheets").glob("*.png")) == sorted(clips)
     assert "## Per person" in (out / "reconstruct.md").read_text()
 

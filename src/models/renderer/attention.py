@@ -30,9 +30,9 @@ Choices where the paper is silent:
   references are a set.
 - ``inference_temperature``: outside training the logits are divided by it. Below 1 each target cell copies from
   fewer reference cells: the L1-trained renderer averages the references it is unsure between, and a sharper
-  softmax keeps the mouth's texture (render_real after 1000 steps, the 15 val clips: lip sharpness 0.63 at 1, 0.76
-  at 0.5, 0.82 at 0.35, 0.87 at 0.25, for 0.10 / 0.18 / 0.25 dB of lip PSNR; where the references' head pose
-  differs, the 4 x 4 cells taken from different places show as a mosaic, a little more at low T). Training is at 1.
+  softmax keeps the mouth's texture (render_real, margin-2 patches, 1000 steps, the 15 val clips: lip sharpness
+  0.63 at 1, 0.75 at 0.5, 0.79 at 0.35, 0.80 at 0.3, 0.82 at 0.25, for 0.06 / 0.10 / 0.12 / 0.14 dB of lip PSNR;
+  with disjoint 4 x 4 patches, cells taken from different places show as a mosaic, more at low T). Training is at 1.
 - ``correspondence`` (``correspondence.GeometricCorrespondence``, optional): a logit bias -gamma/2 |p_t - p_r|^2 from
   the cells' PNCC colours (``tgt_coords``, ``ref_coords``), so each target cell attends to the reference cells
   that show its surface point; without it (the paper) the correspondence is learned by E_geo alone.
