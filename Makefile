@@ -26,7 +26,7 @@ help:
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
 	@echo "make demo-real real faces and speech (../shared/data): shards, render_real, the U-Net baseline, eval.reconstruct,"
 	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~75 min)"
-	@echo "make demo-real-lmd  after demo-real: LMD of self-dubs of five val people against a frozen mouth (~20 min)"
+	@echo "make demo-real-lmd  after demo-real: LMD of self-dubs of five val people against a frozen mouth (~35 min)"
 	@echo "make browser   install Debian's chromium for the browser tests (as root; make test runs it)"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
 	@echo "make rehearse  the paper recipe at its real sizes with stand-ins (BFM, HuBERT-base, VGG; random weights):"
@@ -174,7 +174,7 @@ demo-real: install
 # Lip sync on dubbed video (issue 15's LMD), after make demo-real: self-dubs of val people (each clip driven by its own
 # audio) with both real checkpoints, and the same dubs with the mouth frozen at the reference's mean expression
 # (src.dub --freeze-mouth), scored by eval.benchmark on their first REAL_LMD_FRAMES frames (MediaPipe mouth landmarks
-# against the input: LMD; SSIM, PSNR, dlib CSIM). About 20 minutes on 2 cores for the five clips.
+# against the input: LMD; SSIM, PSNR, dlib CSIM). About 35 minutes on 2 cores for the five clips (~1900 dubbed frames).
 REAL_LMD_CLIPS ?= rizkiarm__LipNet__GRID_lbbc2a.mpg OpenTalker__SadTalker__RD_Radio2_000.mp4 \
 	filby89__spectre__MEAD_W040_level_3_happy_029.mp4 yerfor__MimicTalk__Trump_10s.mp4 \
 	Hangz-nju-cuhk__Talking-Face_PC-AVS__Audio_Source_681100216.mp4
