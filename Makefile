@@ -128,6 +128,10 @@ REAL_WINDOW ?= 12
 # the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
 # pixel copies from fewer reference pixels, a sharper mouth; render_real is also scored at 1 for comparison
 REAL_TEMPERATURE ?= 0.25
+# a dub with both real checkpoints (demo-real's dub of REAL_VIDEO, demo-real-lmd's self-dubs)
+REAL_DUB = $(PY) -m src.dub --geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt \
+	--render-ckpt $(REAL)/render/checkpoints/last.ckpt --attention-temperature $(REAL_TEMPERATURE) \
+	--cache-dir $(REAL)/dub_cache
 REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
 REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
@@ -159,9 +163,7 @@ demo-real: install
 			$(REAL_AUDIO)/*korean* $(REAL_AUDIO)/*common_voice_fr* $(REAL_AUDIO)/*LJ001-0001*; do \
 			test -f $$f && echo --speech $$f; done) \
 		$$(test -f $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav && echo --silence $(REAL_AUDIO)/coqui-ai__TTS__LJ001-0001.wav)
-	$(PY) -m src.dub --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4 \
-		--geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt --render-ckpt $(REAL)/render/checkpoints/last.ckpt \
-		--attention-temperature $(REAL_TEMPERATURE) --cache-dir $(REAL)/dub_cache
+	$(REAL_DUB) --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4
 	$(PY) -m eval.contact_sheet --video $(REAL)/dub.mp4 --input $(REAL_VIDEO) --out $(REAL)/dub_sheet.png
 	$(PY) -m eval.upper_face --input $(REAL_VIDEO) --dubbed $(REAL)/dub.mp4 --json $(REAL)/upper_face.json
 	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
@@ -179,18 +181,15 @@ REAL_LMD_CLIPS ?= rizkiarm__LipNet__GRID_lbbc2a.mpg OpenTalker__SadTalker__RD_Ra
 	filby89__spectre__MEAD_W040_level_3_happy_029.mp4 yerfor__MimicTalk__Trump_10s.mp4 \
 	Hangz-nju-cuhk__Talking-Face_PC-AVS__Audio_Source_681100216.mp4
 REAL_LMD_FRAMES ?= 100
-REAL_DUB = $(PY) -m src.dub --geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt \
-	--render-ckpt $(REAL)/render/checkpoints/last.ckpt --attention-temperature $(REAL_TEMPERATURE) \
-	--cache-dir $(REAL)/dub_cache --no-progress
 
 demo-real-lmd: install
 	@test -f $(REAL)/render/checkpoints/last.ckpt -a -f $(REAL)/geometry/checkpoints/last.ckpt || { echo "make \
 	demo-real-lmd: run make demo-real first (it trains $(REAL)/render and $(REAL)/geometry)"; exit 2; }
 	mkdir -p $(REAL)/lmd/gt $(REAL)/lmd/phones $(REAL)/lmd/frozen
 	for f in $(REAL_LMD_CLIPS); do s=$${f%.*}; ln -sf $(abspath $(REAL_DATA))/$$f $(REAL)/lmd/gt/$$f; \
-		test -f $(REAL)/lmd/phones/$$s.mp4 || $(REAL_DUB) --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
+		test -f $(REAL)/lmd/phones/$$s.mp4 || $(REAL_DUB) --no-progress --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
 			--out $(REAL)/lmd/phones/$$s.mp4 || exit 1; \
-		test -f $(REAL)/lmd/frozen/$$s.mp4 || $(REAL_DUB) --freeze-mouth --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
+		test -f $(REAL)/lmd/frozen/$$s.mp4 || $(REAL_DUB) --no-progress --freeze-mouth --video $(REAL_DATA)/$$f --audio $(REAL_DATA)/$$f \
 			--out $(REAL)/lmd/frozen/$$s.mp4 || exit 1; \
 	done
 	$(PY) -m eval.benchmark --split real_val --gt $(REAL)/lmd/gt --method phones=$(REAL)/lmd/phones \

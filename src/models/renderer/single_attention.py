@@ -26,5 +26,5 @@ class SingleAttention(ReferenceFusion):
                 patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
         both = [None if refs is None else torch.cat([refs["face"], refs["lip"]], dim=1)  # (B, N_f + N_l, ...)
                 for refs in (ref_geo, ref_tex, ref_pixels, coords)]
-        fused, pixels = self.attention.sample(q_geo, *both[:3], coords["tgt"], both[3])  # (B, C, h, w), (B, 48, h, w)
+        fused, pixels = self.attention.sample(q_geo, *both[:3], coords["tgt"], both[3])  # (B, C, h, w), (B, P, h, w)
         return fused, patches.assemble(pixels)
