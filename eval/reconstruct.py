@@ -3,7 +3,7 @@
     python -m eval.reconstruct --render-ckpt R [--render-ckpt NAME=R2 ...] --shards DIR --out DIR
         [--split val] [--frames-per-clip 16] [--size S] [--n-face 5] [--n-lip 25] [--lpips-alex FILE]
         [--exclude-window W] [--arcface FILE] [--device cpu|cuda] [--batch 4] [--sheet-frames 4]
-        [--attention-temperature [NAME=]T ...]
+        [--attention-temperature [NAME=]T ...] [--composite]
 
 Every clip (shard sample) of ``--split`` is rendered from its own fitted geometry: for ``--frames-per-clip``
 target frames spread over the clip, the target PNCC and lip mask come from the clip's coefficients and the
@@ -28,6 +28,10 @@ the face crop and on the lip region (the target's lip mask dilated by ``--lip-di
     lpips               LPIPS-AlexNet (only with --lpips-alex, the torchvision AlexNet backbone file)
     csim                CSIM (dlib ResNet): cosine of dlib's face embeddings, method vs truth (face-recognition-models)
     csim_arcface        CSIM with an ArcFace ONNX model, beside the dlib one (only with --arcface)
+
+``--composite`` scores every method as a dub shows it: its face blended into the truth with the dub's lower-face paste
+mask (``src.inference.paste.crop_mask``: jaw, cheeks, lips and chin, the upper face and the background the input's),
+the copy included, so the scores compare only what a dub changes.
 
 Outputs in ``--out``: ``reconstruct.csv`` (columns method, clip, psnr, ssim, lip_psnr, lpips, csim, lip_sharpness,
 [csim_arcface]; one row per method and clip, and a ``mean`` row per method: the mean over clips; empty where not
@@ -58,6 +62,8 @@ from eval.shard_clips import face_model_spec, iter_samples, meta, npy, split_url
 from src.data.render_datamodule import eval_references, mouth_openings
 from src.geometry.pncc import render_geometry
 from src.inference.checkpoints import Loaded, load_stage, render_size
+from src.inference.paste import PasteConfig, crop_mask
+from src.inference.reference_analysis import lower_landmark_indices
 from src.media.contract import CROP_SIZE
 from src.metrics.image import dilate, lip_sharpness, psnr
 from src.models.face_model import load_face_model
@@ -88,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attention-temperature", action="append", default=[], metavar="[NAME=]T",
                    help="the renderer's attention softmax temperature for method NAME (a bare T: every checkpoint "
                         "not named); default the checkpoint's own")
+    p.add_argument("--composite", action="store_true",
+                   help="score each method's face blended into the truth with the dub's lower-face paste mask")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=4, help="frames per renderer call")
     p.add_argument("--sheet-frames", type=int, default=4, help="target frames shown per contact sheet")
@@ -252,6 +260,19 @@ class Scorers:
         return {k: v.double().numpy() for k, v in rows.items()}
 
 
+def paste_masks(fm, sample: dict, targets: np.ndarray, size: int) -> torch.Tensor:
+    """The dub's lower-face paste masks of the target frames (``src.inference.paste.crop_mask``, the frame's own
+    geometry as target and reference, its detected lower-face landmarks) -> (n, 1, size, size) in [0, 1]."""
+    beta, pose = npy(sample, "beta.npy")[targets], npy(sample, "pose.npy")[targets]
+    alpha = torch.from_numpy(npy(sample, "alpha.npy"))[None].expand(len(targets), -1)  # (n, K_id)
+    with torch.no_grad():
+        verts = fm.posed_vertices(alpha, torch.from_numpy(beta), torch.from_numpy(pose)).numpy()  # (n, L, 3) crop px
+    landmarks = npy(sample, "lmk.npy")[targets][:, lower_landmark_indices(fm)]  # (n, l, 2) crop px
+    masks = [cv2.resize(crop_mask(fm, v, v, lm, PasteConfig()), (size, size), interpolation=cv2.INTER_AREA)
+             for v, lm in zip(verts, landmarks)]
+    return torch.from_numpy(np.clip(np.stack(masks), 0.0, 1.0))[:, None]  # (n, 1, S, S)
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
@@ -278,6 +299,9 @@ def reconstruct_clip(sample: dict, fm, methods: list[Method], scorers: Scorers, 
         for m in (m for m in methods if m.size == size_m):
             outputs[m.name] = to_size(render(m, inputs, targets, refs, args.batch, args.device), size)
     outputs[NEAREST] = nearest_reference(score_in, targets, refs)
+    if args.composite:
+        mask = paste_masks(fm, sample, targets, size)  # (n, 1, S, S)
+        outputs = {name: out * mask + truth * (1 - mask) for name, out in outputs.items()}
     scores = {name: {k: float(np.mean(v)) for k, v in scorers.score(out, truth, lip_mask, points).items()}
               for name, out in outputs.items()}
     sheet = contact_sheet(score_in, targets, refs, outputs, truth, [m.name for m in methods], args.sheet_frames)
@@ -363,7 +387,10 @@ def markdown(result: dict) -> str:
              f"frames per clip; references by Algorithm 1 at inference (N_f = {s['n_face']}, N_l = {s['n_lip']}), the "
              f"target and the {s['exclude_window']} frames on each side of it left out; scored at "
              f"{s['size']}x{s['size']}, lip region = lip mask dilated by "
-             f"{s['lip_dilation']} px. Not computed: {', '.join(result['not_computed']) or 'none'}.", "",
+             f"{s['lip_dilation']} px. Not computed: {', '.join(result['not_computed']) or 'none'}." +
+             (" Composited as a dub shows it: each method's face blended into the truth with the dub's lower-face "
+              "paste mask, so the upper face and the background are the truth's." if s.get("composite")
+              else ""), "",
              "## Mean over clips", "", *table(result["summary"]["mean"], names, metrics), "", "## Per person", ""]
     for person, values in result["summary"]["per_person"].items():
         lines += [f"### {person}", "", *table(values, names, metrics), ""]

@@ -235,6 +235,37 @@ def test_reconstruct_writes_the_table_and_contact_sheets(render_checkpoints, syn
     assert "## Per person" in (out / "reconstruct.md").read_text()
 
 
+def test_composite_scores_only_what_a_dub_changes(render_checkpoints, synthetic_shards, tmp_path):
+    from eval.reconstruct import main as reconstruct
+    from eval.reconstruct import paste_masks
+    from eval.shard_clips import face_model_spec, iter_samples, npy, split_urls
+    from src.models.face_model import load_face_model
+
+    sample = next(iter(iter_samples(split_urls(synthetic_shards, "val", "test"))))
+    fm = load_face_model(face_model_spec(synthetic_shards))
+    targets = np.array([0, 5])
+    mask = paste_masks(fm, sample, targets, 64)  # (2, 1, 64, 64)
+    assert mask.shape == (2, 1, 64, 64) and 0 <= float(mask.min()) and float(mask.max()) <= 1
+    lmk = npy(sample, "lmk.npy")[targets] * (64 / 256)  # (2, 478, 2) at 64 px
+    for k in range(2):
+        lips = np.round(lmk[k, [13, 14]].mean(0)).astype(int)  # between the inner lips
+        assert float(mask[k, 0, lips[1], lips[0]]) > 0.9
+        upper = np.round([lmk[k, [33, 133]].mean(0), lmk[k, [362, 263]].mean(0), lmk[k, 168]]).astype(int)
+        assert all(float(mask[k, 0, y, x]) == 0.0 for x, y in upper)  # eyes, nose bridge: the input's pixels
+    common = ["--render-ckpt", str(render_checkpoints["dual"]), "--shards", str(synthetic_shards), "--split", "val",
+              "--frames-per-clip", "2", "--size", "48", "--n-lip", "7", "--max-clips", "1"]
+    assert reconstruct([*common, "--out", str(tmp_path / "raw")]) == 0
+    assert reconstruct([*common, "--out", str(tmp_path / "comp"), "--composite"]) == 0
+
+    def means(out: str) -> dict:
+        with open(tmp_path / out / "reconstruct.csv", newline="") as f:
+            return {r["method"]: float(r["psnr"]) for r in csv.DictReader(f) if r["clip"] == "mean"}
+
+    raw, comp = means("raw"), means("comp")
+    assert all(comp[m] > raw[m] for m in raw), (raw, comp)  # the rest of the crop is the truth's
+    assert "Composited as a dub shows it" in (tmp_path / "comp" / "reconstruct.md").read_text()
+
+
 def test_reconstruct_refuses_bad_input_before_the_work(render_checkpoints, synthetic_shards, tmp_path):
     from eval.reconstruct import main as reconstruct
 

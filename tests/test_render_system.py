@@ -88,6 +88,21 @@ def test_system_learns_and_scores(make_config, synthetic_shards):
     assert (ratio < 0.8).all(), ratio
 
 
+def test_structural_term_is_zero_for_the_truth_and_grows_with_blur(make_config, synthetic_shards):
+    cfg = _config(make_config, synthetic_shards, "model.w_dssim=2.0")
+    dm, system = hydra.utils.instantiate(cfg.data), hydra.utils.instantiate(cfg.model)
+    batch = next(iter(dm.train_dataloader()))
+    truth = batch["tgt_img"]
+    same = system.losses(truth, batch)
+    assert float(same["dssim"]) < 1e-4
+    blurred = system.losses(torch.nn.functional.avg_pool2d(truth, 5, stride=1, padding=2), batch)
+    assert float(blurred["dssim"]) > 0.01
+    rest = sum(system.weights[k] * v for k, v in blurred.items() if k not in ("loss", "dssim"))
+    torch.testing.assert_close(blurred["loss"], rest + 2.0 * blurred["dssim"])
+    off = hydra.utils.instantiate(_config(make_config, synthetic_shards).model)
+    assert "dssim" not in off.losses(truth, batch)  # off (0) by default
+
+
 def test_adversarial_term_trains_with_manual_optimisation(make_config, synthetic_shards):
     cfg = _config(make_config, synthetic_shards, "trainer.max_steps=2", "test=false", "model.w_adv=0.1",
                   "trainer.gradient_clip_val=null",

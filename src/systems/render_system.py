@@ -7,6 +7,8 @@ Losses (the paper is silent; our choice):
   the crop, so without it a blurry mouth costs almost nothing, and lip sync lives there;
 - ``w_perceptual`` * LPIPS-VGG (``src.models.lpips_net``, backbone from a local file): sharper texture than
   L1 alone; off (0) when no backbone weights are configured, since random features measure nothing;
+- ``w_dssim`` * (1 - SSIM) over the image (11x11 Gaussian windows, torchmetrics): a structural term for when no
+  perceptual backbone file is at hand (L1 alone is content with a locally averaged face; off by default);
 - ``w_texture`` * texture-energy error in the lip region (``texture_energy_error``): the Laplacian magnitude per
   4x4 patch of prediction and truth should match, so an uncertain mouth is not drawn as a blur (off by default);
   ``w_texture_image`` the same over the whole crop;
@@ -57,6 +59,7 @@ class RenderSystem(L.LightningModule):
         w_adv: float = 0.0,
         w_texture: float = 0.0,
         w_texture_image: float = 0.0,
+        w_dssim: float = 0.0,
         lip_dilation: int = 5,
         samples: int = 4,
         face_model: str = "procedural",
@@ -78,7 +81,7 @@ class RenderSystem(L.LightningModule):
         self.perceptual, self.lpips_metric = perceptual, lpips_metric
         self.discriminator, self.optimizer_d = discriminator, optimizer_d
         self.weights = {"l1": w_l1, "lip": w_lip, "perceptual": w_perceptual, "adv": w_adv, "texture": w_texture,
-                        "texture_image": w_texture_image}
+                        "texture_image": w_texture_image, "dssim": w_dssim}
         self.lip_dilation, self.n_samples = lip_dilation, samples
         self.automatic_optimization = discriminator is None
         names = ["loss", "psnr", "ssim", "psnr_nearest_ref", "ssim_nearest_ref", "lip_psnr", "lip_psnr_nearest_ref",
@@ -109,6 +112,8 @@ class RenderSystem(L.LightningModule):
             terms["texture"] = texture_energy_error(pred, target, region)
         if self.weights["texture_image"] > 0:
             terms["texture_image"] = texture_energy_error(pred, target, torch.ones_like(region))
+        if self.weights["dssim"] > 0:
+            terms["dssim"] = 1.0 - ssim(pred, target, data_range=1.0)
         terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 
