@@ -154,6 +154,9 @@ demo-real: install
 		--attention-temperature render_real=$(REAL_TEMPERATURE) --attention-temperature render_real_t1=1 \
 		--render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt --shards $(REAL)/shards --split val \
 		--exclude-window 0 --out $(REAL)/reconstruct_target_only
+	$(PY) -m eval.reconstruct --render-ckpt render_real=$(REAL)/render/checkpoints/last.ckpt \
+		--attention-temperature render_real=$(REAL_TEMPERATURE) --render-ckpt unet=$(REAL)/unet/checkpoints/last.ckpt \
+		--shards $(REAL)/shards --split val --exclude-window $(REAL_WINDOW) --composite --out $(REAL)/reconstruct_composite
 	$(PY) -m src.train experiment=geometry_real data.root=$(REAL)/shards trainer.max_steps=$(REAL_GEOMETRY_STEPS) \
 		ckpt_path=last hydra.run.dir=$(REAL)/geometry
 	$(PY) -m eval.lipsync --geometry-ckpt phones=$(REAL)/geometry/checkpoints/last.ckpt \
@@ -169,7 +172,8 @@ demo-real: install
 	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
 	@echo "stage 2 (real):  $(REAL)/render/checkpoints/last.ckpt (samples/: held-out people)"
 	@echo "U-Net baseline:  $(REAL)/unet/checkpoints/last.ckpt"
-	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip)"
+	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip);"
+	@echo "                 as a dub shows it (pasted into the truth): $(REAL)/reconstruct_composite/reconstruct.md"
 	@echo "stage 1 (real):  $(REAL)/geometry/checkpoints/last.ckpt; lip sync: $(REAL)/lipsync/lipsync.md"
 	@echo "dub:             $(REAL)/dub.mp4 and $(REAL)/dub_sheet.png (a real person: keep it local, never publish it)"
 

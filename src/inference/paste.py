@@ -66,7 +66,12 @@ def crop_mask(fm, target: np.ndarray, reference: np.ndarray, landmarks: np.ndarr
         k = 2 * int(math.ceil(3 * sigma)) + 1
         mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
     if cfg.region == "lower":
-        mask *= 1.0 - _keep_region(reference[upper_face_vertices(fm), :2], cfg)
+        keep = _keep_region(reference[upper_face_vertices(fm), :2], cfg)  # 1 inside the upper-face hull
+        # the lips are what the audio changes: the upper face's feathered edge must not reach them (it did: at 2
+        # feather widths below the nose it covered the upper lip, which kept 10-15% of the input's mouth)
+        lips = _lip_cover(fm, target, reference, cfg)
+        mask *= 1.0 - np.where(keep >= 1.0, 1.0, keep * (1.0 - lips))
+    np.clip(mask, 0.0, 1.0, out=mask)  # a blurred 1 can come out as 1 + 1e-7
     mask[mask < 1e-3] = 0.0  # the Gaussian's far tail: keep those pixels exactly the input's
     mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 0, 0, 0, 0  # nothing bleeds in from beyond the crop
     return mask
@@ -77,6 +82,24 @@ def upper_face_vertices(fm) -> np.ndarray:
     name = landmark_set(fm)
     upper = UPPER_FACE_MP478 if name == "mp478" else UPPER_FACE_IBUG68
     return landmark_indices(fm, name).numpy()[list(upper)]
+
+
+def _lip_cover(fm, target: np.ndarray, reference: np.ndarray, cfg: PasteConfig) -> np.ndarray:
+    """(256, 256) float32: 1 on the hulls of the lip vertices of the target and the reference geometry (and
+    ``dilate`` / 3 around them), falling to 0 over about a feather width."""
+    cover = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+    lip = fm.lip.numpy()
+    for points in (target[lip, :2], reference[lip, :2]):
+        points = points[np.isfinite(points).all(1)]
+        if len(points) >= 3:
+            cv2.fillConvexPoly(cover, cv2.convexHull(np.round(points * 16).astype(np.int32)), 1,
+                               lineType=cv2.LINE_8, shift=4)
+    radius = max(int(round(cfg.dilate * CROP_SIZE / 3)), 1)
+    cover = cv2.dilate(cover, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    sigma = max(cfg.feather * CROP_SIZE / 2, 1.0)
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    soft = cv2.GaussianBlur(cover.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    return np.maximum(soft, cover.astype(np.float32))  # exactly 1 on the (grown) lips
 
 
 def _keep_region(points: np.ndarray, cfg: PasteConfig) -> np.ndarray:
