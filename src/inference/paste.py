@@ -68,7 +68,7 @@ def crop_mask(fm, target: np.ndarray, reference: np.ndarray, landmarks: np.ndarr
     if cfg.region == "lower":
         keep = _keep_region(reference[upper_face_vertices(fm), :2], cfg)  # 1 inside the upper-face hull
         # the lips are what the audio changes: the upper face's feathered edge must not reach them (it did: at 2
-        # feather widths below the nose it covered the upper lip, which kept 10-15% of the input's mouth)
+        # feather widths below the nose it covered the upper lip, which kept 8-15% of the input's mouth)
         lips = _lip_cover(fm, target, reference, cfg)
         mask *= 1.0 - np.where(keep >= 1.0, 1.0, keep * (1.0 - lips))
     np.clip(mask, 0.0, 1.0, out=mask)  # a blurred 1 can come out as 1 + 1e-7
