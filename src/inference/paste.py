@@ -51,20 +51,11 @@ def crop_mask(fm, target: np.ndarray, reference: np.ndarray, landmarks: np.ndarr
     """Screen vertices (L, 3) of the target and reference geometry, (n, 2) lower-face landmarks, all in 256-crop
     pixels -> (256, 256) float32 mask in [0, 1], zero on the crop's border."""
     index = fm.lower.numpy() if cfg.region == "lower" else np.arange(fm.n_vertices)
-    hard = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
-    for points in (target[index, :2], reference[index, :2], landmarks):
-        points = points[np.isfinite(points).all(1)]
-        if len(points) >= 3:
-            hull = cv2.convexHull(np.round(points * 16).astype(np.int32))  # 4 fractional bits
-            cv2.fillConvexPoly(hard, hull, 1, lineType=cv2.LINE_8, shift=4)
-    radius = int(round(cfg.dilate * CROP_SIZE))
-    if radius > 0:
-        hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    hard = _grown(_hulls(target[index, :2], reference[index, :2], landmarks), int(round(cfg.dilate * CROP_SIZE)))
     mask = hard.astype(np.float32)
     sigma = cfg.feather * CROP_SIZE
     if sigma > 0:
-        k = 2 * int(math.ceil(3 * sigma)) + 1
-        mask = cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+        mask = _blurred(mask, sigma)
     if cfg.region == "lower":
         keep = _keep_region(reference[upper_face_vertices(fm), :2], cfg)  # 1 inside the upper-face hull
         # the lips are what the audio changes: the upper face's feathered edge must not reach them (it did: at 2
@@ -87,35 +78,44 @@ def upper_face_vertices(fm) -> np.ndarray:
 def _lip_cover(fm, target: np.ndarray, reference: np.ndarray, cfg: PasteConfig) -> np.ndarray:
     """(256, 256) float32: 1 on the hulls of the lip vertices of the target and the reference geometry (and
     ``dilate`` / 3 around them), falling to 0 over about a feather width."""
-    cover = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
     lip = fm.lip.numpy()
-    for points in (target[lip, :2], reference[lip, :2]):
-        points = points[np.isfinite(points).all(1)]
-        if len(points) >= 3:
-            cv2.fillConvexPoly(cover, cv2.convexHull(np.round(points * 16).astype(np.int32)), 1,
-                               lineType=cv2.LINE_8, shift=4)
-    radius = max(int(round(cfg.dilate * CROP_SIZE / 3)), 1)
-    cover = cv2.dilate(cover, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    sigma = max(cfg.feather * CROP_SIZE / 2, 1.0)
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    soft = cv2.GaussianBlur(cover.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    cover = _grown(_hulls(target[lip, :2], reference[lip, :2]), max(int(round(cfg.dilate * CROP_SIZE / 3)), 1))
+    soft = _blurred(cover.astype(np.float32), max(cfg.feather * CROP_SIZE / 2, 1.0))
     return np.maximum(soft, cover.astype(np.float32))  # exactly 1 on the (grown) lips
 
 
 def _keep_region(points: np.ndarray, cfg: PasteConfig) -> np.ndarray:
     """(256, 256) float32: 1 inside the hull of ``points`` (crop pixels), falling to 0 over about 2 feather
     widths outside it."""
-    keep = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
-    points = points[np.isfinite(points).all(1)]
-    if len(points) < 3:
-        return keep.astype(np.float32)
-    cv2.fillConvexPoly(keep, cv2.convexHull(np.round(points * 16).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
+    keep = _hulls(points)
     sigma = max(cfg.feather * CROP_SIZE, 1.0)
-    radius = int(math.ceil(2 * sigma))
-    grown = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    soft = cv2.GaussianBlur(grown.astype(np.float32), (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
+    soft = _blurred(_grown(keep, int(math.ceil(2 * sigma))).astype(np.float32), sigma)
     return np.maximum(soft, keep.astype(np.float32))  # exactly 1 inside the hull
+
+
+def _hulls(*point_sets: np.ndarray) -> np.ndarray:
+    """(256, 256) uint8: 1 inside the convex hull of each set of (n, 2) crop-pixel points (non-finite points
+    dropped; a set with fewer than 3 left adds nothing)."""
+    out = np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+    for points in point_sets:
+        points = points[np.isfinite(points).all(1)]
+        if len(points) >= 3:
+            hull = cv2.convexHull(np.round(points * 16).astype(np.int32))  # 4 fractional bits
+            cv2.fillConvexPoly(out, hull, 1, lineType=cv2.LINE_8, shift=4)
+    return out
+
+
+def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disc of ``radius`` pixels (unchanged for radius 0)."""
+    if radius <= 0:
+        return mask
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+
+
+def _blurred(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """float32 ``mask`` blurred by a Gaussian of ``sigma`` pixels (3-sigma kernel), zero beyond the crop."""
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    return cv2.GaussianBlur(mask, (k, k), sigma, borderType=cv2.BORDER_CONSTANT)
 
 
 def paste_face(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple]:
