@@ -420,8 +420,66 @@ def test_correspondence_lets_attention_find_a_moved_surface_point():
         _, sampled = attn.sample(q_geo, ref, ref, shifted(pixels)[:, None], colours, shifted(colours)[:, None])
         error = (sampled - (shifted(pixels) if expect_shift else pixels)).abs().mean()
         assert error < 0.05, (corr, float(error))
-    with pytest.raises(ValueError, match="with a correspondence, tgt_coords must be"):
+    with pytest.raises(ValueError, match="with a correspondence or a reference prior, tgt_coords must be"):
         attn.sample(q_geo, ref, ref)
+
+
+# ----- the per-reference prior -----
+
+
+def test_reference_prior_adds_minus_beta_times_each_references_mean_pncc_distance():
+    from src.models.renderer.reference_prior import ReferencePrior
+
+    g = torch.Generator().manual_seed(0)
+    b, n, h, w, e = 2, 3, 2, 3, 8
+    q, k = torch.randn(b, HEADS, h * w, e, generator=g), torch.randn(b, HEADS, n * h * w, e, generator=g)
+    p_t, p_r = torch.rand(b, 3, h, w, generator=g), torch.rand(b, n, 3, h, w, generator=g)
+    prior = ReferencePrior(HEADS, beta=40.0)
+    scale = e ** -0.5
+    q2, k2 = prior.extend(q, k, p_t, p_r, scale)
+    logits, plain = (q2 @ k2.transpose(-1, -2)) * scale, (q @ k.transpose(-1, -2)) * scale  # (B, nh, T, S)
+    d = (p_r - p_t[:, None]).abs().sum(2).mean((-2, -1))  # (B, N) by hand
+    expected = plain - 40.0 * d.repeat_interleave(h * w, dim=1)[:, None, None, :]  # one value for all cells of a ref
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_prior_makes_unplaceable_cells_copy_the_nearest_reference():
+    """Background cells (PNCC 0 in the target and in every reference) against three references whose pixels differ:
+    without the prior the same-place attention averages the three; with it, the reference whose face (the other
+    cells) is nearest the target's wins them."""
+    from src.models.renderer.reference_prior import ReferencePrior
+
+    torch.manual_seed(0)
+    h = w = 8
+    face = torch.zeros(1, 1, h, w)
+    face[..., 2:6, 2:6] = 1.0  # the face's cells; the rest is background
+    tgt = torch.rand(1, 3, h, w) * face  # (1, 3, h, w)
+    refs = torch.stack([tgt[0] + 0.2 * face[0], tgt[0], tgt[0] + 0.1 * face[0]])[None]  # (1, 3, 3, h, w) ref 1 nearest
+    pixels = torch.stack([torch.full((48, h, w), v) for v in (0.1, 0.3, 0.9)])[None]  # (1, 3, 48, h, w)
+    q_geo, ref = torch.zeros(1, C, h, w), torch.zeros(1, 3, C, h, w)
+    background = face[0, 0] == 0
+    with torch.no_grad():
+        plain = ReferenceAttention(C, HEADS, (h, w), pos_scale=4.0)
+        _, sampled = plain.sample(q_geo, ref, ref, pixels, tgt, refs)
+        assert (sampled[0, :, background] - 1.3 / 3).abs().max() < 1e-3  # the average of the three references
+        attn = ReferenceAttention(C, HEADS, (h, w), pos_scale=4.0, reference_prior=ReferencePrior(HEADS, beta=500.0))
+        for order, expected in (([0, 1, 2], 0.3), ([1, 0, 2], 0.1), ([0, 2, 1], 0.9)):  # the nearest one moves
+            _, sampled = attn.sample(q_geo, ref, ref, pixels, tgt, refs[:, order])
+            assert (sampled[0, :, background] - expected).abs().max() < 0.02, (order, float(sampled.mean()))
+    with pytest.raises(ValueError, match="with a correspondence or a reference prior, tgt_coords must be"):
+        attn.sample(q_geo, ref, ref, pixels)
+
+
+def test_reference_prior_errors():
+    from src.models.renderer.reference_prior import ReferencePrior
+
+    with pytest.raises(ValueError, match="heads >= 1 and beta > 0"):
+        ReferencePrior(HEADS, beta=0.0)
+    with pytest.raises(ValueError, match="reference_prior has 1 heads, the attention 2"):
+        ReferenceAttention(C, HEADS, LATENT, reference_prior=ReferencePrior(1))
+    q, k = torch.zeros(1, HEADS, 4, 8), torch.zeros(1, HEADS, 12, 8)
+    with pytest.raises(ValueError, match="N h w = 12"):
+        ReferencePrior(HEADS).extend(q, k, torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 3, 2, 2), 1.0)
 
 
 # ----- reference patches (cell_patches.py) -----

@@ -33,6 +33,9 @@ Choices where the paper is silent:
   softmax keeps the mouth's texture (render_real, margin-2 patches, 1000 steps, the 15 val clips: lip sharpness
   0.63 at 1, 0.75 at 0.5, 0.79 at 0.35, 0.80 at 0.3, 0.82 at 0.25, for 0.06 / 0.10 / 0.12 / 0.14 dB of lip PSNR;
   with disjoint 4 x 4 patches, cells taken from different places show as a mosaic, more at low T). Training is at 1.
+- ``reference_prior`` (``reference_prior.ReferencePrior``, optional): one logit bias per reference frame, -beta times
+  the mean PNCC distance of its cells to the target's, so the cells the geometry cannot place (background, hair)
+  copy from the references nearest the target's pose instead of averaging all N.
 - ``correspondence`` (``correspondence.GeometricCorrespondence``, optional): a logit bias -gamma/2 |p_t - p_r|^2 from
   the cells' PNCC colours (``tgt_coords``, ``ref_coords``), so each target cell attends to the reference cells
   that show its surface point; without it (the paper) the correspondence is learned by E_geo alone.
@@ -53,6 +56,7 @@ from torch import nn
 from src.models.renderer.chunked_attention import chunked_attention
 from src.models.renderer.correspondence import GeometricCorrespondence
 from src.models.renderer.position import LatentPosition
+from src.models.renderer.reference_prior import ReferencePrior
 from src.models.renderer.slot_code import SlotCode
 
 
@@ -64,7 +68,7 @@ class ReferenceAttention(nn.Module):
                  query_chunk: int | None = 1024, slot_code: SlotCode | None = None, checkpoint_chunks: bool = False,
                  pos_init: str = "sincos", pos_scale: float = 2.0,
                  correspondence: GeometricCorrespondence | None = None,
-                 inference_temperature: float = 1.0) -> None:
+                 inference_temperature: float = 1.0, reference_prior: ReferencePrior | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         if dim % heads:
@@ -77,8 +81,10 @@ class ReferenceAttention(nn.Module):
         self.inference_temperature = check_temperature(inference_temperature, f"{name}: inference_temperature")
         if correspondence is not None and correspondence.heads != heads:
             raise ValueError(f"{name}: correspondence has {correspondence.heads} heads, the attention {heads}")
+        if reference_prior is not None and reference_prior.heads != heads:
+            raise ValueError(f"{name}: reference_prior has {reference_prior.heads} heads, the attention {heads}")
         self.position = LatentPosition(dim, heads, latent_size, pos_init, pos_scale)
-        self.slot_code, self.correspondence = slot_code, correspondence
+        self.slot_code, self.correspondence, self.reference_prior = slot_code, correspondence, reference_prior
         self.norm_geo = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
@@ -123,6 +129,9 @@ class ReferenceAttention(nn.Module):
         e = q.shape[-1]
         if self.correspondence is not None:
             q, k = self.correspondence.extend(q, k, *self._coords(tgt_coords, ref_coords, q_geo, ref_geo), e ** -0.5)
+        if self.reference_prior is not None:
+            self._coords(tgt_coords, ref_coords, q_geo, ref_geo)  # checks their shapes
+            q, k = self.reference_prior.extend(q, k, tgt_coords, ref_coords, e ** -0.5)
         if ref_pixels is not None:
             pixels = rearrange(ref_pixels, "b n p h w -> b 1 (n h w) p").expand(-1, self.heads, -1, -1)
             v = torch.cat([v, pixels], dim=-1)  # (B, nh, N*h*w, e + P): every head carries the pixels
@@ -140,12 +149,13 @@ class ReferenceAttention(nn.Module):
         return rearrange(self.to_out(out), "b (h w) c -> b c h w", h=h, w=w), sampled  # (B, C, h, w)
 
     def _coords(self, tgt_coords, ref_coords, q_geo, ref_geo) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cells' PNCC colours as tokens: (B, h*w, 3) and (B, N*h*w, 3)."""
+        """The cells' PNCC colours as tokens: (B, h*w, 3) and (B, N*h*w, 3). Raises unless they match the latent."""
         b, n, _, h, w = ref_geo.shape
         if tgt_coords is None or ref_coords is None or tgt_coords.shape != (b, 3, h, w) or \
                 ref_coords.shape != (b, n, 3, h, w):
-            raise ValueError(f"{type(self).__name__}: with a correspondence, tgt_coords must be (B, 3, h, w) = "
-                             f"({b}, 3, {h}, {w}) and ref_coords (B, N, 3, h, w) = ({b}, {n}, 3, {h}, {w}), got "
+            raise ValueError(f"{type(self).__name__}: with a correspondence or a reference prior, tgt_coords must be "
+                             f"(B, 3, h, w) = ({b}, 3, {h}, {w}) and ref_coords (B, N, 3, h, w) = "
+                             f"({b}, {n}, 3, {h}, {w}), got "
                              f"{None if tgt_coords is None else tuple(tgt_coords.shape)} and "
                              f"{None if ref_coords is None else tuple(ref_coords.shape)}")
         return (rearrange(tgt_coords, "b c h w -> b (h w) c"),  # (B, h*w, 3)
