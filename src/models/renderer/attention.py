@@ -127,11 +127,12 @@ class ReferenceAttention(nn.Module):
         k = rearrange(self.to_k(k_tok), "b n t (nh e) -> b nh (n t) e", nh=self.heads)  # (B, nh, N*h*w, e)
         v = rearrange(self.to_v(v_tok), "b t (nh e) -> b nh t e", nh=self.heads)  # (B, nh, N*h*w, e)
         e = q.shape[-1]
-        if self.correspondence is not None:
-            q, k = self.correspondence.extend(q, k, *self._coords(tgt_coords, ref_coords, q_geo, ref_geo), e ** -0.5)
-        if self.reference_prior is not None:
-            self._coords(tgt_coords, ref_coords, q_geo, ref_geo)  # checks their shapes
-            q, k = self.reference_prior.extend(q, k, tgt_coords, ref_coords, e ** -0.5)
+        if self.correspondence is not None or self.reference_prior is not None:
+            tgt_tokens, ref_tokens = self._coords(tgt_coords, ref_coords, q_geo, ref_geo)  # (B, h*w, 3), (B, N*h*w, 3)
+            if self.correspondence is not None:
+                q, k = self.correspondence.extend(q, k, tgt_tokens, ref_tokens, e ** -0.5)
+            if self.reference_prior is not None:
+                q, k = self.reference_prior.extend(q, k, tgt_coords, ref_coords, e ** -0.5)
         if ref_pixels is not None:
             pixels = rearrange(ref_pixels, "b n p h w -> b 1 (n h w) p").expand(-1, self.heads, -1, -1)
             v = torch.cat([v, pixels], dim=-1)  # (B, nh, N*h*w, e + P): every head carries the pixels
