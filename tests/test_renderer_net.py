@@ -26,6 +26,7 @@ from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.chunked_attention import chunked_attention
 from src.models.renderer.chunked_attention import sdpa_kernel as sdpa_kernel_for
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
+from src.models.renderer.flow_patches import FlowPatches
 from src.models.renderer.slot_code import SlotCode
 
 C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
@@ -46,14 +47,14 @@ VARIANTS = {
 
 
 def build(variant: str = "dual", query_chunk: int | None = 7, depth: int = 2, seed: int = 0,
-          decoder: str = "latent", margin: int = 0) -> DualAttentionRenderer:
+          decoder: str = "latent", margin: int = 0, face_patches: CellPatches | None = None) -> DualAttentionRenderer:
     torch.manual_seed(seed)
     attention = VARIANTS[variant](query_chunk)
     d_tex = DECODERS[decoder](C, depth=depth)
     if decoder == "sampled":  # as after some training: the zero-initialised head would block every gradient
         torch.nn.init.normal_(d_tex.to_rgb.weight, std=0.1)
     return DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), attention, d_tex,
-                                 CellPatches(4, margin))
+                                 CellPatches(4, margin), face_patches)
 
 
 def inputs(b: int = 2, n_face: int = 3, n_lip: int = 4, size: int | tuple[int, int] = S, seed: int = 0) -> dict:
@@ -538,3 +539,119 @@ def test_every_variant_renders_with_overlapping_patches(variant):
     assert out.shape == (2, 3, S, S)
     out.mean().backward()
     assert renderer.d_tex.to_rgb.weight.grad.abs().sum() > 0
+
+
+# ----- patches along the attention's flow (flow_patches.py) -----
+
+
+def move(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """What an attention does to the values: values (B, N, P, h, w), weights (B, h*w, N*h*w) -> (B, P, h, w)."""
+    b, n, p, h, w = values.shape
+    keys = values.permute(0, 1, 3, 4, 2).reshape(b, n * h * w, p)  # (B, N h w, P) references major
+    return (weights @ keys).transpose(1, 2).reshape(b, p, h, w)
+
+
+def smooth_frames(b: int, n: int, h: int, w: int) -> torch.Tensor:
+    """(B, N, 3, H, W) frames of sines, smooth enough that bilinear sampling at whole pixels is exact."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    images = [torch.stack([0.5 + 0.4 * torch.sin(x / (3 + k) + y / (5 + c) + k) for c in range(3)])
+              for k in range(n)]
+    return torch.stack(images)[None].expand(b, -1, -1, -1, -1).clone()
+
+
+@pytest.mark.parametrize("sigma,sampling", [(0.0, "bilinear"), (2.0, "bilinear"), (2.0, "bicubic")])
+def test_flow_patches_of_one_frame_put_back_that_frame(sigma, sampling):
+    frames = torch.rand(2, 3, 3, 16, 24)
+    layout = FlowPatches(4, 2, sigma=sigma, sampling=sampling)
+    values = layout.extract(frames)  # (2, 3, P + 12, 4, 6)
+    assert values.shape == (2, 3, layout.numbers + layout.extra_numbers(3), 4, 6)
+    torch.testing.assert_close(layout.assemble(values[:, 1], frames), frames[:, 1], rtol=0, atol=1e-5)
+
+
+def test_flow_patches_move_texture_to_the_sub_pixel_where_cell_patches_blur():
+    """Each target cell attends half to the same cell of a reference and half to the next one to the right: the
+    source is 2 px (half a cell) to the right. Plain patches average the two cells' patches (a blur); the flow
+    cuts the patch 2 px to the right, the frame shifted by 2 px."""
+    b, n, height, width = 1, 2, 16, 96
+    frames = smooth_frames(b, n, height, width)
+    h, w = height // 4, width // 4
+    weights = torch.zeros(b, h * w, n * h * w)
+    for t in range(h * w):
+        row, col = divmod(t, w)
+        right = row * w + min(col + 1, w - 1)  # the last column has no next cell: its source stays (not compared)
+        weights[0, t, h * w + t] += 0.5  # reference 1, the same cell
+        weights[0, t, h * w + right] += 0.5  # reference 1, the next cell
+    truth = frames[0, 1, :, 2:-2, 4:66]  # output pixels x = 2 ... 63 show x + 2 (the smoothing reaches 5 cells)
+    for sigma in (0.0, 2.0):  # a uniform shift stays the same when smoothed
+        layout = FlowPatches(4, 2, sigma=sigma)
+        out = layout.assemble(move(layout.extract(frames), weights), frames)[0]  # (3, H, W)
+        torch.testing.assert_close(out[:, 2:-2, 2:64], truth, rtol=0, atol=1e-5)
+    plain = CellPatches(4, 2)
+    blurred = plain.assemble(move(plain.extract(frames), weights))[0]
+    assert (blurred[:, 2:-2, 2:64] - truth).abs().mean() > 0.02
+
+
+def test_flow_patches_keep_the_plain_patch_where_the_source_is_spread():
+    """Half of each cell's weight on the same cell, half 3 cells away (spread 2.25 cells^2 > var_max 1): the flow
+    is not trusted and the result is the plain overlap-added patches."""
+    b, n, height, width = 1, 1, 16, 32
+    frames = torch.rand(b, n, 3, height, width)
+    h, w = height // 4, width // 4
+    weights = torch.zeros(b, h * w, n * h * w)
+    for t in range(h * w):
+        row, col = divmod(t, w)
+        weights[0, t, t] += 0.5
+        weights[0, t, row * w + (col + 3) % w] += 0.5
+    layout, plain = FlowPatches(4, 2, sigma=0.0, var_max=1.0), CellPatches(4, 2)
+    out = layout.assemble(move(layout.extract(frames), weights), frames)
+    torch.testing.assert_close(out, plain.assemble(move(plain.extract(frames), weights)), rtol=0, atol=1e-5)
+
+
+def test_flow_patches_smooth_a_noisy_flow():
+    """Every cell's source is the same cell of the reference, except one cell whose source is a whole cell to the
+    right: without smoothing that cell's patch is cut there; smoothed over 2 cells it moves a quarter as far or
+    less, its neighbours a little (the flow of a head's motion is smooth; a lone jump is the measurement's noise)."""
+    b, n, height, width = 1, 1, 32, 32
+    frames = smooth_frames(b, n, height, width)
+    h, w = height // 4, width // 4
+    odd = 3 * w + 3
+    weights = torch.eye(h * w)[None].clone()  # (1, h w, h w) each cell its own place
+    weights[0, odd] = 0
+    weights[0, odd, odd + 1] = 1
+    moved = {sigma: FlowPatches(4, 2, sigma=sigma) for sigma in (0.0, 2.0)}
+    outs = {sigma: layout.assemble(move(layout.extract(frames), weights), frames)[0] for sigma, layout in moved.items()}
+    block = (slice(None), slice(12, 16), slice(12, 16))  # the odd cell's own 4 x 4 pixels
+    error = {sigma: (out[block] - frames[0, 0][block]).abs().mean() for sigma, out in outs.items()}
+    assert error[2.0] < 0.5 * error[0.0]
+    assert (outs[2.0] - frames[0, 0]).abs().max() < (outs[0.0] - frames[0, 0]).abs().max()
+
+
+def test_flow_patches_errors():
+    with pytest.raises(ValueError, match="sigma >= 0"):
+        FlowPatches(sigma=-1.0)
+    with pytest.raises(ValueError, match="var_max > 0"):
+        FlowPatches(var_max=0.0)
+    with pytest.raises(ValueError, match="sampling must be 'bilinear' or 'bicubic'"):
+        FlowPatches(sampling="nearest")
+    layout, frames = FlowPatches(4, 2), torch.rand(1, 2, 3, 8, 8)
+    moved = layout.extract(frames)[:, 0]
+    with pytest.raises(ValueError, match="needs the reference frames"):
+        layout.assemble(moved)
+    with pytest.raises(ValueError, match=r"moved must be \(B, P \+ 4N, h, w\)"):
+        layout.assemble(moved, torch.rand(1, 3, 3, 8, 8))
+    with pytest.raises(ValueError, match="needs them in float32"):
+        layout.assemble(moved.bfloat16(), frames)
+    with pytest.raises(ValueError, match="face_patches needs an attention that keeps face and lip"):
+        build("single", decoder="sampled", margin=2, face_patches=FlowPatches(4, 2))
+
+
+@pytest.mark.parametrize("variant", ["dual", "face_only", "lip_only"])
+def test_variants_render_with_flow_patches_for_the_face_references(variant):
+    renderer = build(variant, decoder="sampled", margin=2, face_patches=FlowPatches(4, 2))
+    batch = inputs()
+    out = renderer(**batch)
+    assert out.shape == (2, 3, S, S)
+    out.mean().backward()
+    assert renderer.d_tex.to_rgb.weight.grad.abs().sum() > 0
+    if renderer.uses_face_refs:
+        assert renderer.attention.face_attention.to_q.weight.grad.abs().sum() > 0

@@ -59,8 +59,9 @@ class CellPatches(nn.Module):
             patches = rearrange(patches, "bn p (h w) -> bn p h w", h=height // self.cell)  # (B N, P, h, w)
         return rearrange(patches, "(b n) p h w -> b n p h w", b=b, n=n)  # (B, N, P, h, w)
 
-    def assemble(self, patches: torch.Tensor | None) -> torch.Tensor | None:
-        """(B, P, h, w) -> (B, 3, h cell, w cell); None stays None."""
+    def assemble(self, patches: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, P, h, w) -> (B, 3, h cell, w cell); None stays None. ``frames``, the references the patches were
+        extracted from, is not read here (``flow_patches.FlowPatches`` cuts its patches from them again)."""
         if patches is None:
             return None
         if patches.ndim != 4 or patches.shape[1] != self.numbers:

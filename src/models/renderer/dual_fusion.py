@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.face_attention import FaceAttention
-from src.models.renderer.fusion import ReferenceFusion, Refs
+from src.models.renderer.fusion import Assemble, ReferenceFusion, Refs
 from src.models.renderer.lip_attention import LipAttention
 
 
@@ -33,7 +32,7 @@ class DualAttentionFusion(ReferenceFusion):
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
                 lip_mask: torch.Tensor | None, coords: Refs,
-                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
+                assemble: Assemble) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = ref_pixels or {}
         lip, lip_rgb = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels.get("lip"),
                                                  coords["tgt"], coords["lip"])
@@ -43,5 +42,5 @@ class DualAttentionFusion(ReferenceFusion):
         fused = lip * mask + face * (1 - mask)  # (B, C, h, w), Eq. 4
         if ref_pixels is None:
             return fused, None
-        rgb = patches.assemble(lip_rgb) * lip_mask + patches.assemble(face_rgb) * (1 - lip_mask)  # (B, 3, H, W)
+        rgb = assemble["lip"](lip_rgb) * lip_mask + assemble["face"](face_rgb) * (1 - lip_mask)  # (B, 3, H, W)
         return fused, rgb

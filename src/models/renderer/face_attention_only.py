@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from src.models.renderer.cell_patches import CellPatches
 from src.models.renderer.face_attention import FaceAttention
-from src.models.renderer.fusion import ReferenceFusion, Refs
+from src.models.renderer.fusion import Assemble, ReferenceFusion, Refs
 
 
 class FaceAttentionOnly(ReferenceFusion):
@@ -21,8 +20,8 @@ class FaceAttentionOnly(ReferenceFusion):
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
                 lip_mask: torch.Tensor | None, coords: Refs,
-                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
+                assemble: Assemble) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = None if ref_pixels is None else ref_pixels["face"]
         fused, sampled = self.face_attention.sample(q_geo, ref_geo["face"], ref_tex["face"], pixels,  # (B, C, h, w)
                                                 coords["tgt"], coords["face"])
-        return fused, patches.assemble(sampled)
+        return fused, assemble["face"](sampled)

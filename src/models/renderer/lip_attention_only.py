@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from src.models.renderer.cell_patches import CellPatches
-from src.models.renderer.fusion import ReferenceFusion, Refs
+from src.models.renderer.fusion import Assemble, ReferenceFusion, Refs
 from src.models.renderer.lip_attention import LipAttention
 
 
@@ -21,8 +20,8 @@ class LipAttentionOnly(ReferenceFusion):
 
     def forward(self, q_geo: torch.Tensor, ref_geo: Refs, ref_tex: Refs, ref_pixels: Refs | None,
                 lip_mask: torch.Tensor | None, coords: Refs,
-                patches: CellPatches) -> tuple[torch.Tensor, torch.Tensor | None]:
+                assemble: Assemble) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = None if ref_pixels is None else ref_pixels["lip"]
         fused, sampled = self.lip_attention.sample(q_geo, ref_geo["lip"], ref_tex["lip"], pixels,  # (B, C, h, w)
                                                 coords["tgt"], coords["lip"])
-        return fused, patches.assemble(sampled)
+        return fused, assemble["lip"](sampled)

@@ -15,6 +15,8 @@ references it reads, so a variant builds, and is fed, only what it uses. With a 
 each reference's own pixels, one patch per latent cell (``patches``, ``cell_patches.CellPatches``: the cell's 4x4
 block, p = pixel_unshuffle(F_ref, 4) (B, N, 48, h, w), or with a margin overlapping 8x8 patches put back by
 overlap-add, which blends neighbouring cells that sample different places), and D_tex corrects the result.
+``face_patches`` (optional) is another layout for the face references only: ``flow_patches.FlowPatches`` cuts
+their patches along the attention's smoothed flow instead of moving them in whole cells.
 
 All reference frames of a call go through each encoder in one batched convolution; E_geo is shared by the
 target and the reference PNCCs (paper 3.2), so target and references live in one geometry space. N_f and
@@ -23,6 +25,8 @@ N_l are free per call: inference uses more references than training (Algorithm 1
 Letters: b batch, n reference frames, c width, h w latent rows and columns.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +48,24 @@ class DualAttentionRenderer(nn.Module):
     H and W multiples of 4."""
 
     def __init__(self, e_geo: GeometryEncoder, e_tex: TextureEncoder, attention: ReferenceFusion,
-                 d_tex: TextureDecoder, patches: CellPatches | None = None) -> None:
+                 d_tex: TextureDecoder, patches: CellPatches | None = None,
+                 face_patches: CellPatches | None = None) -> None:
         super().__init__()
         dims = {name: part.dim for name, part in dict(e_geo=e_geo, e_tex=e_tex, attention=attention,
                                                       d_tex=d_tex).items()}
         if len(set(dims.values())) != 1:
             raise ValueError(f"DualAttentionRenderer: all submodules need the same width C, got {dims}")
         patches = CellPatches() if patches is None else patches
-        if patches.cell != 4:
-            raise ValueError(f"DualAttentionRenderer: patches.cell must be 4 (the latent is H/4 x W/4), "
-                             f"got {patches.cell}")
+        for name, layout in dict(patches=patches, face_patches=face_patches).items():
+            if layout is not None and layout.cell != 4:
+                raise ValueError(f"DualAttentionRenderer: {name}.cell must be 4 (the latent is H/4 x W/4), "
+                                 f"got {layout.cell}")
+        if face_patches is not None and attention.merges_kinds:
+            raise ValueError(f"DualAttentionRenderer: face_patches needs an attention that keeps face and lip "
+                             f"references apart; {type(attention).__name__} attends to both at once (leave "
+                             f"face_patches unset)")
         self.e_geo, self.e_tex, self.attention, self.d_tex, self.patches = e_geo, e_tex, attention, d_tex, patches
+        self.face_patches = face_patches
         self.dim = e_geo.dim
 
     @property
@@ -81,13 +92,19 @@ class DualAttentionRenderer(nn.Module):
         q_geo, ref_geo, ref_tex = self.encode(tgt_pncc, refs)  # (B, C, h, w), {kind: (B, N, C, h, w)} x 2
         pixels = None
         if self.d_tex.uses_sampled_rgb:  # the references' own pixels, one patch per latent cell
-            pixels = {kind: self.patches.extract(img) for kind, (img, _) in refs.items()}  # (B, N, P, h, w)
+            pixels = {kind: self.layout(kind).extract(img) for kind, (img, _) in refs.items()}  # (B, N, P, h, w)
+        assemble = {kind: functools.partial(self.layout(kind).assemble, frames=img) for kind, (img, _) in refs.items()}
         coords = self.cell_coords(tgt_pncc, refs, q_geo.shape[-2:])  # {"tgt": (B, 3, h, w), kind: (B, N, 3, h, w)}
         fused, rgb = self.attention(q_geo, ref_geo, ref_tex, pixels, tgt_lip_mask, coords,  # (B, C, h, w)
-                                    self.patches)  # rgb (B, 3, H, W)
+                                    assemble)  # rgb (B, 3, H, W)
         if self.d_tex.uses_sampled_rgb:
             return self.d_tex(fused, tgt_pncc, rgb)  # (B, 3, H, W)
         return self.d_tex(fused, tgt_pncc)  # (B, 3, H, W)
+
+    def layout(self, kind: str) -> CellPatches:
+        """The patch layout of a kind of references: ``face_patches`` for the face references when set, else
+        ``patches``."""
+        return self.face_patches if kind == "face" and self.face_patches is not None else self.patches
 
     @staticmethod
     def cell_coords(tgt_pncc: torch.Tensor, refs: dict, size) -> dict[str, torch.Tensor]:
