@@ -127,7 +127,7 @@ REAL_GEOMETRY_STEPS ?= 300
 REAL_WINDOW ?= 12
 # the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
 # pixel copies from fewer reference pixels, a sharper mouth; render_real is also scored at 1 for comparison
-REAL_TEMPERATURE ?= 0.35
+REAL_TEMPERATURE ?= 0.25
 # a dub with both real checkpoints (demo-real's dub of REAL_VIDEO, demo-real-lmd's self-dubs)
 REAL_DUB = $(PY) -m src.dub --geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt \
 	--render-ckpt $(REAL)/render/checkpoints/last.ckpt --attention-temperature $(REAL_TEMPERATURE) \
