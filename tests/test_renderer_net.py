@@ -633,6 +633,8 @@ def test_flow_patches_errors():
         FlowPatches(var_max=0.0)
     with pytest.raises(ValueError, match="sampling must be 'bilinear' or 'bicubic'"):
         FlowPatches(sampling="nearest")
+    with pytest.raises(ValueError, match="during_training must be true or false"):
+        FlowPatches(during_training="no")
     layout, frames = FlowPatches(4, 2), torch.rand(1, 2, 3, 8, 8)
     moved = layout.extract(frames)[:, 0]
     with pytest.raises(ValueError, match="needs the reference frames"):
@@ -655,3 +657,23 @@ def test_variants_render_with_flow_patches_for_the_face_references(variant):
     assert renderer.d_tex.to_rgb.weight.grad.abs().sum() > 0
     if renderer.uses_face_refs:
         assert renderer.attention.face_attention.to_q.weight.grad.abs().sum() > 0
+
+
+def test_flow_patches_off_during_training_are_plain_patches_until_eval():
+    """during_training=False: while training, the layout and the whole renderer are exactly the plain-patch ones;
+    after eval() the face references follow the flow (a different image from the same weights)."""
+    torch.manual_seed(0)
+    flow = build("dual", decoder="sampled", margin=2, face_patches=FlowPatches(4, 2, during_training=False))
+    plain = build("dual", decoder="sampled", margin=2)
+    plain.load_state_dict(flow.state_dict())
+    batch = inputs()
+    frames = batch["face_ref_img"]
+    layout = flow.face_patches
+    assert layout.extract(frames).shape == CellPatches(4, 2).extract(frames).shape  # no moment channels
+    assert torch.equal(flow(**batch), plain(**batch))
+    flow.eval(), plain.eval()
+    assert layout.extract(frames).shape[2] == layout.numbers + 4 * frames.shape[1]
+    with torch.no_grad():
+        assert not torch.allclose(flow(**batch), plain(**batch), atol=1e-4)
+    flow.train()
+    assert torch.equal(flow(**batch), plain(**batch))
