@@ -27,6 +27,7 @@ from src.models.renderer.chunked_attention import chunked_attention
 from src.models.renderer.chunked_attention import sdpa_kernel as sdpa_kernel_for
 from src.models.renderer.d_tex_sampled import SampledTextureDecoder
 from src.models.renderer.flow_patches import FlowPatches
+from src.models.renderer.nearest_references import NearestFaceReferences
 from src.models.renderer.slot_code import SlotCode
 
 C, HEADS, S = 16, 2, 32  # width, heads, image size (latent 8 x 8)
@@ -677,3 +678,52 @@ def test_flow_patches_off_during_training_are_plain_patches_until_eval():
         assert not torch.allclose(flow(**batch), plain(**batch), atol=1e-4)
     flow.train()
     assert torch.equal(flow(**batch), plain(**batch))
+
+
+# ----- face references chosen by geometry (nearest_references.py) -----
+
+
+def test_nearest_face_references_keep_the_k_nearest_of_all_kinds_outside_training():
+    """Face refs at PNCC distances 0.5, 0.1 and lip refs at 0.3, 0.05, 0.7 from the target: k = 3 keeps lip 2
+    (0.05), face 2 (0.1), lip 1 (0.3), nearest first, as frames and PNCCs together; the lip refs are untouched."""
+    tgt = torch.full((1, 3, 4, 4), 0.5)
+    face_off, lip_off = [0.5, 0.1], [0.3, 0.05, 0.7]
+    face = (torch.arange(2.0).view(1, 2, 1, 1, 1).expand(1, 2, 3, 4, 4),
+            tgt[:, None] + torch.tensor(face_off).view(1, 2, 1, 1, 1))
+    lip = (10 + torch.arange(3.0).view(1, 3, 1, 1, 1).expand(1, 3, 3, 4, 4),
+           tgt[:, None] - torch.tensor(lip_off).view(1, 3, 1, 1, 1))
+    choice = NearestFaceReferences(k=3).eval()
+    out = choice(tgt, {"face": face, "lip": lip})
+    assert out["face"][0][0, :, 0, 0, 0].tolist() == [11.0, 1.0, 10.0]  # which frames, nearest first
+    assert torch.allclose(NearestFaceReferences.distance(tgt, out["face"][1]), torch.tensor([[0.05, 0.1, 0.3]]))
+    assert out["lip"] is lip
+    assert NearestFaceReferences(k=9).eval()(tgt, {"face": face, "lip": lip})["face"][0].shape[1] == 5  # all 5
+    training = NearestFaceReferences(k=1).train()
+    assert training(tgt, {"face": face, "lip": lip})["face"] is face  # the training strategy's references
+    assert NearestFaceReferences(k=1, during_training=True).train()(tgt, {"face": face, "lip": lip})[
+        "face"][0][0, :, 0, 0, 0].tolist() == [11.0]
+    assert choice(tgt, {"lip": lip}) == {"lip": lip}  # no face references read: nothing to choose
+
+
+def test_nearest_face_references_in_the_renderer():
+    """The renderer renders and back-propagates with a face choice; outside training its output depends only on
+    the chosen references (a far reference added changes nothing); errors are clear."""
+    renderer = build("dual", decoder="sampled", margin=2, face_patches=FlowPatches(4, 2))
+    renderer.face_choice = NearestFaceReferences(k=2)
+    batch = inputs()
+    out = renderer(**batch)
+    out.mean().backward()
+    assert renderer.attention.face_attention.to_q.weight.grad.abs().sum() > 0
+    renderer.eval()
+    far = dict(batch, face_ref_img=torch.cat([batch["face_ref_img"], torch.rand(2, 1, 3, S, S)], 1),
+               face_ref_pncc=torch.cat([batch["face_ref_pncc"], 1 - batch["tgt_pncc"][:, None].round()], 1))
+    with torch.no_grad():
+        assert torch.allclose(renderer(**batch), renderer(**far), atol=1e-6)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        NearestFaceReferences(k=0)
+    with pytest.raises(ValueError, match="during_training must be true or false"):
+        NearestFaceReferences(during_training=1)
+    with pytest.raises(ValueError, match="face_choice picks face references"):
+        torch.manual_seed(0)
+        DualAttentionRenderer(GeometryEncoder(C, norm_groups=4), TextureEncoder(C), VARIANTS["lip_only"](None),
+                              DECODERS["sampled"](C), CellPatches(4, 2), None, NearestFaceReferences())

@@ -16,7 +16,9 @@ each reference's own pixels, one patch per latent cell (``patches``, ``cell_patc
 block, p = pixel_unshuffle(F_ref, 4) (B, N, 48, h, w), or with a margin overlapping 8x8 patches put back by
 overlap-add, which blends neighbouring cells that sample different places), and D_tex corrects the result.
 ``face_patches`` (optional) is another layout for the face references only: ``flow_patches.FlowPatches`` cuts
-their patches along the attention's smoothed flow instead of moving them in whole cells.
+their patches along the attention's smoothed flow instead of moving them in whole cells. ``face_choice``
+(optional) picks Face-Attention's references by geometry: ``nearest_references.NearestFaceReferences`` keeps the k
+references, of all given, whose PNCC is nearest the target's.
 
 All reference frames of a call go through each encoder in one batched convolution; E_geo is shared by the
 target and the reference PNCCs (paper 3.2), so target and references live in one geometry space. N_f and
@@ -38,6 +40,7 @@ from src.models.renderer.d_tex import TextureDecoder
 from src.models.renderer.e_geo import GeometryEncoder
 from src.models.renderer.e_tex import TextureEncoder
 from src.models.renderer.fusion import ReferenceFusion
+from src.models.renderer.nearest_references import NearestFaceReferences
 
 KINDS = ("face", "lip")
 
@@ -49,7 +52,7 @@ class DualAttentionRenderer(nn.Module):
 
     def __init__(self, e_geo: GeometryEncoder, e_tex: TextureEncoder, attention: ReferenceFusion,
                  d_tex: TextureDecoder, patches: CellPatches | None = None,
-                 face_patches: CellPatches | None = None) -> None:
+                 face_patches: CellPatches | None = None, face_choice: NearestFaceReferences | None = None) -> None:
         super().__init__()
         dims = {name: part.dim for name, part in dict(e_geo=e_geo, e_tex=e_tex, attention=attention,
                                                       d_tex=d_tex).items()}
@@ -64,8 +67,11 @@ class DualAttentionRenderer(nn.Module):
             raise ValueError(f"DualAttentionRenderer: face_patches needs an attention that keeps face and lip "
                              f"references apart; {type(attention).__name__} attends to both at once (leave "
                              f"face_patches unset)")
+        if face_choice is not None and not attention.uses_face_refs:
+            raise ValueError(f"DualAttentionRenderer: face_choice picks face references, which "
+                             f"{type(attention).__name__} does not read (leave face_choice unset)")
         self.e_geo, self.e_tex, self.attention, self.d_tex, self.patches = e_geo, e_tex, attention, d_tex, patches
-        self.face_patches = face_patches
+        self.face_patches, self.face_choice = face_patches, face_choice
         self.dim = e_geo.dim
 
     @property
@@ -89,6 +95,8 @@ class DualAttentionRenderer(nn.Module):
         and face_ref_pncc (B, N_f, 3, H, W) (when ``uses_face_refs``); lip_ref_img and lip_ref_pncc
         (B, N_l, 3, H, W) (when ``uses_lip_refs``). Inputs the attention does not read may be None."""
         refs = self._check(tgt_pncc, tgt_lip_mask, face_ref_img, face_ref_pncc, lip_ref_img, lip_ref_pncc)
+        if self.face_choice is not None:
+            refs = self.face_choice(tgt_pncc, refs)  # face: (B, k, 3, H, W) frames and PNCCs
         q_geo, ref_geo, ref_tex = self.encode(tgt_pncc, refs)  # (B, C, h, w), {kind: (B, N, C, h, w)} x 2
         pixels = None
         if self.d_tex.uses_sampled_rgb:  # the references' own pixels, one patch per latent cell
