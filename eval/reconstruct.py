@@ -68,6 +68,7 @@ from src.media.contract import CROP_SIZE
 from src.metrics.image import dilate, lip_sharpness, psnr
 from src.models.face_model import load_face_model
 from src.models.renderer.attention import check_temperature, set_inference_temperature
+from src.models.renderer.nearest_references import NearestFaceReferences
 
 NEAREST = "nearest_ref"
 CSV_COLUMNS = ("method", "clip", "psnr", "ssim", "lip_psnr", "lpips", "csim", "lip_sharpness")
@@ -224,8 +225,9 @@ def nearest_reference(inputs: ClipInputs, targets: np.ndarray, refs: list) -> to
     out = []
     for t, (face, lip) in zip(targets.tolist(), refs):
         candidates = np.concatenate([face, lip])
-        distance = [float((inputs.pncc[int(j)] - inputs.pncc[t]).abs().mean()) for j in candidates]
-        out.append(inputs.frames[int(candidates[int(np.argmin(distance))])])
+        pncc = torch.stack([inputs.pncc[int(j)] for j in candidates])  # (N_f + N_l, 3, S, S)
+        distance = NearestFaceReferences.distance(inputs.pncc[t][None], pncc[None])[0]  # (N_f + N_l,)
+        out.append(inputs.frames[int(candidates[int(distance.argmin())])])
     return torch.stack(out)
 
 
