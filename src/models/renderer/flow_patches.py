@@ -76,7 +76,8 @@ class FlowPatches(CellPatches):
         return 4 * n if self.flowing else 0
 
     def extract(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3, H, W) -> (B, N, P + 4N, h, w): the plain patches, then per reference the moment channels."""
+        """(B, N, 3, H, W) -> (B, N, P + 4N, h, w): the plain patches, then per reference the moment channels
+        (only the plain patches, (B, N, P, h, w), while not ``flowing``)."""
         plain = super().extract(frames)  # (B, N, P, h, w)
         if not self.flowing:
             return plain
