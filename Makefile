@@ -25,7 +25,7 @@ help:
 	@echo "make lint      ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
 	@echo "make demo-real real faces and speech (../shared/data): shards, render_real, the U-Net baseline, eval.reconstruct,"
-	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~75 min)"
+	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~90 min)"
 	@echo "make demo-real-lmd  after demo-real: LMD of self-dubs of five val people against a frozen mouth (~35 min)"
 	@echo "make browser   install Debian's chromium for the browser tests (as root; make test runs it)"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
