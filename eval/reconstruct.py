@@ -17,10 +17,12 @@ from clips no checkpoint has seen: nothing is read but the shards.
 
 Methods: each checkpoint (``NAME=PATH``, or a bare path named after its run's ``task_name``), each at its own
 resolution and its attention temperature (``--attention-temperature NAME=T``, or a bare T for every checkpoint not
-named; the same file may appear twice under two names, at two temperatures), and ``nearest_ref``, the reference
-whose PNCC is closest to the target's, copied. Everything is scored at one size (``--size``, default the largest
-checkpoint resolution; outputs, truth and references are resized to it with area averaging or bicubic upsampling), on
-the face crop and on the lip region (the target's lip mask dilated by ``--lip-dilation`` pixels):
+named; the same file may appear twice under two names, at two temperatures), ``nearest_ref``, the reference
+whose PNCC is closest to the target's, copied, and ``nearest_ref_warped``, that frame moved to the target's fitted
+geometry through the two meshes (``src.geometry.mesh_warp``: what the fits alone do, no network). Everything is
+scored at one size (``--size``, default the largest checkpoint resolution; outputs, truth and references are resized
+to it with area averaging or bicubic upsampling), on the face crop and on the lip region (the target's lip mask
+dilated by ``--lip-dilation`` pixels):
 
     psnr, ssim          whole crop
     lip_psnr            lip region
@@ -60,6 +62,7 @@ from eval.metrics.csim import DlibEmbedder, five_points
 from eval.report import atomic_write
 from eval.shard_clips import face_model_spec, iter_samples, meta, npy, split_urls, video_frames
 from src.data.render_datamodule import eval_references, mouth_openings
+from src.geometry.mesh_warp import warp_by_meshes
 from src.geometry.pncc import render_geometry
 from src.inference.checkpoints import Loaded, load_stage, render_size
 from src.inference.paste import PasteConfig, crop_mask
@@ -71,6 +74,7 @@ from src.models.renderer.attention import check_temperature, set_inference_tempe
 from src.models.renderer.nearest_references import NearestFaceReferences
 
 NEAREST = "nearest_ref"
+WARPED = "nearest_ref_warped"
 CSV_COLUMNS = ("method", "clip", "psnr", "ssim", "lip_psnr", "lpips", "csim", "lip_sharpness")
 METRICS = CSV_COLUMNS[2:] + ("csim_arcface",)
 
@@ -153,7 +157,7 @@ def load_methods(specs: list[str], device: str, temperature: dict[str | None, fl
             name, path = "", spec
         loaded = load_stage("render", path, device)
         name = name or str(loaded.config.get("task_name") or Path(path).stem)
-        if name in [m.name for m in methods] or name == NEAREST:
+        if name in [m.name for m in methods] or name in (NEAREST, WARPED):
             raise ValueError(f"--render-ckpt {spec}: the method name {name!r} is taken; name it: NAME={path}")
         if temperature.get(name, temperature.get(None)) is not None:
             set_inference_temperature(loaded.net, temperature.get(name, temperature.get(None)))
@@ -165,7 +169,7 @@ def load_methods(specs: list[str], device: str, temperature: dict[str | None, fl
     face_models = {m.loaded.face_model for m in methods}
     if len(face_models) > 1:
         raise ValueError(f"--render-ckpt: the checkpoints were trained with different face models {face_models}")
-    return methods + [Method(NEAREST, None, None)]
+    return methods + [Method(NEAREST, None, None), Method(WARPED, None, None)]
 
 
 # ----------------------------------------------------------------------------------------------- one clip --
@@ -220,15 +224,29 @@ def render(method: Method, inputs: ClipInputs, targets: np.ndarray, refs: list, 
     return torch.cat(out)
 
 
-def nearest_reference(inputs: ClipInputs, targets: np.ndarray, refs: list) -> torch.Tensor:
-    """Per target, the reference frame (face or lip) whose PNCC is closest (L1) to the target's: (n, 3, S, S)."""
+def nearest_reference(inputs: ClipInputs, targets: np.ndarray, refs: list) -> np.ndarray:
+    """Per target, the reference frame (face or lip) whose PNCC is closest (L1) to the target's: (n,) frames."""
     out = []
     for t, (face, lip) in zip(targets.tolist(), refs):
         candidates = np.concatenate([face, lip])
         pncc = torch.stack([inputs.pncc[int(j)] for j in candidates])  # (N_f + N_l, 3, S, S)
         distance = NearestFaceReferences.distance(inputs.pncc[t][None], pncc[None])[0]  # (N_f + N_l,)
-        out.append(inputs.frames[int(candidates[int(distance.argmin())])])
-    return torch.stack(out)
+        out.append(int(candidates[int(distance.argmin())]))
+    return np.asarray(out, np.int64)
+
+
+def warped_references(fm, sample: dict, frames: torch.Tensor, targets: np.ndarray, nearest: np.ndarray) -> torch.Tensor:
+    """Each target's nearest reference (``frames`` (T, 3, S, S)) moved to the target's fitted geometry through the
+    two meshes: (n, 3, S, S)."""
+    alpha, beta, pose = (torch.from_numpy(npy(sample, f"{k}.npy").astype(np.float32))
+                         for k in ("alpha", "beta", "pose"))
+    used = np.unique(np.concatenate([targets, nearest]))
+    with torch.no_grad():
+        verts = fm.posed_vertices(alpha[None].expand(len(used), -1), beta[used], pose[used]).numpy()  # (u, L, 3)
+    verts = dict(zip(used.tolist(), verts * (frames.shape[-1] / CROP_SIZE)))  # frame -> (L, 3) at S px
+    tris = fm.triangles.numpy()
+    return torch.stack([warp_by_meshes(frames[r], verts[r], verts[t], tris)
+                        for t, r in zip(targets.tolist(), nearest.tolist())])  # (n, 3, S, S)
 
 
 def to_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -300,7 +318,9 @@ def reconstruct_clip(sample: dict, fm, methods: list[Method], scorers: Scorers, 
         inputs = score_in if size_m == size else clip_inputs(fm, sample, crops, needed, size_m)
         for m in (m for m in methods if m.size == size_m):
             outputs[m.name] = to_size(render(m, inputs, targets, refs, args.batch, args.device), size)
-    outputs[NEAREST] = nearest_reference(score_in, targets, refs)
+    nearest = nearest_reference(score_in, targets, refs)  # (n,) frames
+    outputs[NEAREST] = score_in.frames[nearest]  # (n, 3, S, S)
+    outputs[WARPED] = warped_references(fm, sample, score_in.frames, targets, nearest)
     if args.composite:
         mask = paste_masks(fm, sample, targets, size)  # (n, 1, S, S)
         outputs = {name: out * mask + truth * (1 - mask) for name, out in outputs.items()}

@@ -206,3 +206,27 @@ def test_speed_raster_smoke(capsys):
     main(["raster", "--size", "24", "--frames", "2", "--torch-frames", "2", "--face-model", "icosphere:1"])
     out = capsys.readouterr().out
     assert "| icosphere:1 | 42 | 80 |" in out
+
+
+# ----- a frame moved through two meshes (mesh_warp.py) -----
+
+def test_warp_by_meshes_moves_the_mesh_region_and_keeps_the_rest():
+    """A square of two triangles covering x, y in [4, 12): the same mesh both ways gives the frame back exactly;
+    the source mesh 2 px to the right of the destination reads each covered pixel 2 px to the right (a shift),
+    while pixels off the destination mesh keep the frame's own."""
+    from src.geometry.mesh_warp import warp_by_meshes
+
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(20.0), indexing="ij")
+    frame = torch.stack([0.5 + 0.4 * torch.sin(xx / 3 + yy / (4 + c)) for c in range(3)])  # (3, 16, 20) smooth
+    dst = np.array([[4, 4, 1], [12, 4, 1], [12, 12, 1], [4, 12, 1]], np.float32)
+    tris = np.array([[0, 1, 2], [0, 2, 3]], np.int64)
+    assert torch.allclose(warp_by_meshes(frame, dst, dst, tris), frame, atol=1e-5)
+    src = dst + np.array([2, 0, 0], np.float32)
+    out = warp_by_meshes(frame, src, dst, tris)
+    assert torch.allclose(out[:, 4:12, 4:12], frame[:, 4:12, 6:14], atol=1e-5)  # covered: read 2 px to the right
+    assert torch.allclose(out[:, :, 14:], frame[:, :, 14:], atol=1e-5)  # off the mesh: the frame's own
+    assert torch.allclose(out[:, :3], frame[:, :3], atol=1e-5)
+    with pytest.raises(ValueError, match=r"frame must be \(3, H, W\)"):
+        warp_by_meshes(frame[0], dst, dst, tris)
+    with pytest.raises(ValueError, match=r"must both be \(L, 3\)"):
+        warp_by_meshes(frame, dst[:3], dst, tris)

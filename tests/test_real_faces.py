@@ -221,7 +221,7 @@ def test_reconstruct_writes_the_table_and_contact_sheets(render_checkpoints, syn
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["method", "clip", "psnr", "ssim", "lip_psnr", "lpips", "csim", "lip_sharpness"]
     methods = {r["method"] for r in rows}
-    assert methods == {"render_real", "unet", "t1", "nearest_ref"}
+    assert methods == {"render_real", "unet", "t1", "nearest_ref", "nearest_ref_warped"}
     psnr_of = {r["method"]: r["psnr"] for r in rows if r["clip"] == "mean"}
     assert psnr_of["t1"] != psnr_of["render_real"]  # the same weights at T = 1 (render_real checkpoints: 0.25)
     clips = {r["clip"] for r in rows} - {"mean"}
