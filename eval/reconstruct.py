@@ -235,15 +235,20 @@ def nearest_reference(inputs: ClipInputs, targets: np.ndarray, refs: list) -> np
     return np.asarray(out, np.int64)
 
 
+def screen_vertices(fm, sample: dict, frames: np.ndarray) -> np.ndarray:
+    """The fitted mesh of the given frames of a shard sample, posed on the screen: (n, L, 3) in 256-crop pixels."""
+    alpha, beta, pose = (torch.from_numpy(npy(sample, f"{k}.npy").astype(np.float32))
+                         for k in ("alpha", "beta", "pose"))
+    with torch.no_grad():
+        return fm.posed_vertices(alpha[None].expand(len(frames), -1), beta[frames], pose[frames]).numpy()
+
+
 def warped_references(fm, sample: dict, frames: torch.Tensor, targets: np.ndarray, nearest: np.ndarray) -> torch.Tensor:
     """Each target's nearest reference (``frames`` (T, 3, S, S)) moved to the target's fitted geometry through the
     two meshes: (n, 3, S, S)."""
-    alpha, beta, pose = (torch.from_numpy(npy(sample, f"{k}.npy").astype(np.float32))
-                         for k in ("alpha", "beta", "pose"))
     used = np.unique(np.concatenate([targets, nearest]))
-    with torch.no_grad():
-        verts = fm.posed_vertices(alpha[None].expand(len(used), -1), beta[used], pose[used]).numpy()  # (u, L, 3)
-    verts = dict(zip(used.tolist(), verts * (frames.shape[-1] / CROP_SIZE)))  # frame -> (L, 3) at S px
+    verts = screen_vertices(fm, sample, used) * (frames.shape[-1] / CROP_SIZE)  # (u, L, 3) at S px
+    verts = dict(zip(used.tolist(), verts))  # frame -> (L, 3)
     tris = fm.triangles.numpy()
     return torch.stack([warp_by_meshes(frames[r], verts[r], verts[t], tris)
                         for t, r in zip(targets.tolist(), nearest.tolist())])  # (n, 3, S, S)
@@ -283,10 +288,7 @@ class Scorers:
 def paste_masks(fm, sample: dict, targets: np.ndarray, size: int) -> torch.Tensor:
     """The dub's lower-face paste masks of the target frames (``src.inference.paste.crop_mask``, the frame's own
     geometry as target and reference, its detected lower-face landmarks) -> (n, 1, size, size) in [0, 1]."""
-    beta, pose = npy(sample, "beta.npy")[targets], npy(sample, "pose.npy")[targets]
-    alpha = torch.from_numpy(npy(sample, "alpha.npy"))[None].expand(len(targets), -1)  # (n, K_id)
-    with torch.no_grad():
-        verts = fm.posed_vertices(alpha, torch.from_numpy(beta), torch.from_numpy(pose)).numpy()  # (n, L, 3) crop px
+    verts = screen_vertices(fm, sample, targets)  # (n, L, 3) crop px
     landmarks = npy(sample, "lmk.npy")[targets][:, lower_landmark_indices(fm)]  # (n, l, 2) crop px
     masks = [cv2.resize(crop_mask(fm, v, v, lm, PasteConfig()), (size, size), interpolation=cv2.INTER_AREA)
              for v, lm in zip(verts, landmarks)]
