@@ -112,7 +112,9 @@ demo: demo-shards
 
 # Real faces and real speech (needs the shared test material, REAL_DATA and REAL_AUDIO; never committed, never
 # published): shards of the 73 real clips with their person labels (train / val people disjoint; clips without
-# speech kept for stage 2) -> experiment=render_real (128 px) and the Wav2Lip-style U-Net baseline on the same data
+# speech kept for stage 2), fitted with the packaged landmark calibration -> its real-face refinement measured on
+# the train people (data_prep.calibrate_real; skipped once made) -> the shards again, fitted with it (REAL/shards)
+# -> experiment=render_real (128 px) and the Wav2Lip-style U-Net baseline on the same data
 # and budget -> eval.reconstruct on the val people against both and the nearest-reference copy, with contact
 # sheets (references REAL_WINDOW frames or more away from the target, and with only the target left out) ->
 # experiment=geometry_real (the phone front end) on the real train people -> eval.lipsync on the val
@@ -128,10 +130,11 @@ REAL_WINDOW ?= 12
 # the renderer's attention temperature at inference (src.dub / eval.reconstruct --attention-temperature): below 1 each
 # pixel copies from fewer reference pixels, a sharper mouth; render_real is also scored at 1 for comparison
 REAL_TEMPERATURE ?= 0.25
-# a dub with both real checkpoints (demo-real's dub of REAL_VIDEO, demo-real-lmd's self-dubs)
+# a dub with both real checkpoints (demo-real's dub of REAL_VIDEO, demo-real-lmd's self-dubs), its fit with the
+# real-face landmark calibration the real shards were fitted with (data_prep.calibrate_real)
 REAL_DUB = $(PY) -m src.dub --geometry-ckpt $(REAL)/geometry/checkpoints/last.ckpt \
 	--render-ckpt $(REAL)/render/checkpoints/last.ckpt --attention-temperature $(REAL_TEMPERATURE) \
-	--cache-dir $(REAL)/dub_cache
+	--landmark-calibration $(REAL)/landmark_calibration.npy --cache-dir $(REAL)/dub_cache
 REAL_VIDEO ?= $(REAL_DATA)/OpenTalker__SadTalker__RD_Radio34_000.mp4
 REAL_SPEECH ?= $(REAL_AUDIO)/OpenTalker__SadTalker__RD_Radio31_000.wav
 
@@ -139,7 +142,11 @@ demo-real: install
 	@test -f $(REAL_DATA)/MANIFEST.tsv || { echo "make demo-real: $(REAL_DATA)/MANIFEST.tsv not found: the real clips \
 	live outside the repository (set REAL_DATA=DIR)"; exit 2; }
 	$(PY) -m data_prep.build --source folder --root $(REAL_DATA) --labels $(REAL_DATA)/MANIFEST.tsv --allow-no-audio \
-		--out $(REAL)/shards --workers 2
+		--out $(REAL)/shards_packaged_calibration --workers 2
+	test -f $(REAL)/landmark_calibration.npy || $(PY) -m data_prep.calibrate_real \
+		--shards $(REAL)/shards_packaged_calibration --split train --out $(REAL)/landmark_calibration.npy
+	$(PY) -m data_prep.build --source folder --root $(REAL_DATA) --labels $(REAL_DATA)/MANIFEST.tsv --allow-no-audio \
+		--landmark-calibration $(REAL)/landmark_calibration.npy --out $(REAL)/shards --workers 2
 	$(PY) -m src.train experiment=render_real data.root=$(REAL)/shards trainer.max_steps=$(REAL_RENDER_STEPS) \
 		ckpt_path=last hydra.run.dir=$(REAL)/render
 	$(PY) -m src.train experiment=render_unet_baseline data.root=$(REAL)/shards trainer.max_steps=$(REAL_RENDER_STEPS) \

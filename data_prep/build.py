@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="drop face segments shorter than this (default: min_frames of the quality config)")
     p.add_argument("--shard-size", type=int, default=200, help="samples per shard")
     p.add_argument("--fit-steps", type=int, default=None, help="override the fit's optimisation steps")
+    p.add_argument("--landmark-calibration", type=Path, default=None,
+                   help="landmark calibration file (.npy with its .json) for the fit, e.g. a real-face refinement "
+                   "made by `python -m data_prep.calibrate_real`; default: the face model's packaged one")
     p.add_argument("--limit", type=int, default=None, help="process only the first N clips")
     args = p.parse_args(argv)
     if args.landmarks == "sidecar" and args.source != "synthetic":
@@ -67,6 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--workers and --shard-size must be >= 1")
     if not 0 <= args.val < 1 or not 0 <= args.test < 1 or args.val + args.test >= 1:
         p.error(f"--val and --test must be fractions with val + test < 1, got {args.val}, {args.test}")
+    if args.landmark_calibration is not None:
+        if args.landmarks == "sidecar":
+            p.error("--landmark-calibration applies to detected landmarks; --landmarks sidecar fits the model's own "
+                    "vertices, with no calibration")
+        npy = args.landmark_calibration.with_suffix(".npy")
+        if not npy.is_file() or not npy.with_suffix(".json").is_file():
+            p.error(f"--landmark-calibration {args.landmark_calibration}: expected {npy} and its .json beside it "
+                    "(written by `python -m data_prep.calibrate_real` or `make calibrate-landmarks`)")
     if args.hyperiqa is not None and not args.hyperiqa.is_file():
         p.error(f"--hyperiqa {args.hyperiqa}: no such file (the HyperIQA repository's koniq_pretrained.pkl)")
     return args
@@ -90,6 +101,8 @@ def make_config(args: argparse.Namespace):
                         hyperiqa=str(args.hyperiqa) if args.hyperiqa else None)
     if args.fit_steps is not None:
         cfg.fit.steps = args.fit_steps
+    if args.landmark_calibration is not None:
+        cfg.fit.landmark_calibration = str(args.landmark_calibration.resolve())
     return cfg
 
 

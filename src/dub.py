@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--geometry-overlap", type=int, default=GeometryConfig.overlap,
                    help="crossfaded frames between calls")
     q.add_argument("--fit-steps", type=int, default=AnalysisConfig.fit_steps, help="3DMM fit steps per window")
+    q.add_argument("--landmark-calibration", type=Path, default=None, metavar="NPY",
+                   help="the fit's landmark calibration: the one the render checkpoint's training shards were "
+                   "fitted with (data_prep.calibrate_real; make demo-real's real/landmark_calibration.npy); "
+                   "default: the face model's packaged one")
     return p
 
 
@@ -104,12 +108,18 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--attention-temperature must be a number > 0, got {args.attention_temperature}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    cal = args.landmark_calibration
+    if cal is not None and not (cal.with_suffix(".npy").is_file() and cal.with_suffix(".json").is_file()):
+        raise ValueError(f"--landmark-calibration {cal}: expected {cal.with_suffix('.npy')} and its .json beside it "
+                         "(written by `python -m data_prep.calibrate_real`)")
 
 
 def config(args: argparse.Namespace) -> DubConfig:
     return DubConfig(
         face=args.face, cache_dir=None if args.no_cache else args.cache_dir, chunk=args.chunk,
-        analysis=AnalysisConfig(fit_steps=args.fit_steps, n_lip=args.n_lip),
+        analysis=AnalysisConfig(fit_steps=args.fit_steps, n_lip=args.n_lip,
+                                landmark_calibration="auto" if args.landmark_calibration is None
+                                else str(args.landmark_calibration.resolve().with_suffix(".npy"))),
         geometry=GeometryConfig(window=args.geometry_window, overlap=args.geometry_overlap,
                                 frozen_mouth=args.freeze_mouth),
         render=RenderConfig(batch=args.render_batch, n_face=args.n_face),

@@ -225,6 +225,8 @@ def test_batch_csv(first, media, ckpts, tmp_path):
     (["--batch", "{bad_csv}"], "line 2: --video"),
     (["--batch", "{no_column_csv}"], "must name the columns video,audio,out"),
     (["--batch", "{bad_face_csv}"], "face must be a non-negative integer"),
+    (["--video", "{ref}", "--audio", "{short}", "--out", "o.mp4", "--landmark-calibration", "nope.npy"],
+     "--landmark-calibration nope.npy: expected nope.npy and its .json"),
 ])
 def test_clear_errors(argv, message, media, tmp_path, capsys):
     (tmp_path / "bad.csv").write_text(f"video,audio,out\nnope.mp4,{media['short']},x.mp4\n")
@@ -236,6 +238,23 @@ def test_clear_errors(argv, message, media, tmp_path, capsys):
         dub_main([a.format(**names) for a in argv] + ["--cache-dir", str(tmp_path / "cache")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_landmark_calibration_file_is_part_of_the_analysis_cache_key(media, tmp_path):
+    """A dub fitted with another calibration (e.g. data_prep.calibrate_real's) must not reuse a cached analysis,
+    nor one made with an earlier version of the same file."""
+    from src.geometry.face_models.landmark_calibration import resolve
+    from src.inference.reference_analysis import cache_key
+
+    fm = load_face_model("procedural")
+    packaged = resolve(fm.name, "mp478", 478, "auto")
+    packaged.save(tmp_path / "cal.npy")
+    auto = cache_key(media["ref"], fm, AnalysisConfig())
+    same_values = cache_key(media["ref"], fm, AnalysisConfig(landmark_calibration=str(tmp_path / "cal.npy")))
+    assert same_values != auto
+    packaged.offset = packaged.offset + 1.0
+    packaged.save(tmp_path / "cal.npy")
+    assert cache_key(media["ref"], fm, AnalysisConfig(landmark_calibration=str(tmp_path / "cal.npy"))) != same_values
 
 
 def test_face_argument_must_be_an_integer(capsys):

@@ -127,7 +127,9 @@ class Coeffs:
 @dataclass
 class FitResult:
     """``fit_clip``'s output. ``reproj_px`` (T,): mean distance over all landmarks of the clip's landmark
-    set (unweighted), NaN on invalid frames; ``losses``: final values of each term."""
+    set (unweighted), NaN on invalid frames; ``losses``: final values of each term; ``landmarks_px``
+    (T, N, 2): the fitted landmark vertices (with the calibration's offset) projected, what the detections
+    were compared with."""
 
     alpha: torch.Tensor  # (K_id,)
     beta: torch.Tensor  # (T, K_exp)
@@ -136,6 +138,7 @@ class FitResult:
     losses: dict[str, float]
     init: Coeffs
     seconds: float
+    landmarks_px: torch.Tensor | None = None  # (T, N, 2)
 
 
 @contextlib.contextmanager
@@ -395,7 +398,7 @@ def fit_clip(fm, lmk2d, cfg: FitConfig | None = None, valid=None, init: Coeffs |
             _, losses, kp = _objective(prob, scales, params, anchor, cfg)
             coeffs = scales.to_coeffs(params)
     reproj = (kp - prob.target).norm(dim=-1).mean(-1).masked_fill(~prob.valid, float("nan"))  # (T,)
-    return FitResult(coeffs.alpha, coeffs.beta, coeffs.pose, reproj, losses, init, time.perf_counter() - start)
+    return FitResult(coeffs.alpha, coeffs.beta, coeffs.pose, reproj, losses, init, time.perf_counter() - start, kp)
 
 
 class _Scales:

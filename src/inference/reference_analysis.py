@@ -53,6 +53,9 @@ class AnalysisConfig:
     fit_overlap: int = 25  # frames shared by neighbouring fit windows (crossfaded)
     min_segment: int = 3  # face runs shorter than this pass through undubbed
     n_lip: int = 25  # Algorithm 1's lip references at inference
+    # the fit's landmark calibration (FitConfig.landmark_calibration): "auto" = the face model's packaged one, or a
+    # file, e.g. the real-face refinement the renderer's training shards were fitted with (data_prep.calibrate_real)
+    landmark_calibration: str = "auto"
 
     def __post_init__(self) -> None:
         if self.fit_steps < 0 or self.min_segment < 1 or self.n_lip < 1:
@@ -131,7 +134,15 @@ def cache_key(video: Path, fm, cfg: AnalysisConfig) -> str:
 
 
 def _settings(cfg: AnalysisConfig) -> dict:
-    return {**asdict(cfg), "fit": asdict(FitConfig(steps=cfg.fit_steps))}
+    settings = {**asdict(cfg), "fit": asdict(_fit_config(cfg))}
+    if cfg.landmark_calibration != "auto":  # the file's content, not only its name, decides the fit
+        with open(Path(cfg.landmark_calibration).with_suffix(".npy"), "rb") as f:
+            settings["landmark_calibration_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    return settings
+
+
+def _fit_config(cfg: AnalysisConfig) -> FitConfig:
+    return FitConfig(steps=cfg.fit_steps, landmark_calibration=cfg.landmark_calibration)
 
 
 def compute(video: Path, key: str, fm, cfg: AnalysisConfig, progress: bool) -> ReferenceAnalysis:
@@ -172,7 +183,7 @@ def _fit(fm, track, cfg: AnalysisConfig, progress: bool) -> dict[str, np.ndarray
            "pose": np.zeros((n, 6), np.float32), "reproj_px": np.full(n, np.nan, np.float32)}
     total = sum(count_windows(e - s, cfg.fit_window, cfg.fit_overlap) for s, e in track.segments)
     bar = tqdm(total=total, desc="reference: 3DMM fit", unit="window", disable=not progress, file=sys.stderr)
-    fit_cfg = FitConfig(steps=cfg.fit_steps)
+    fit_cfg = _fit_config(cfg)
     with bar:
         for s, e in track.segments:
             result = fit_segment(fm, lambda a, b: crop_landmarks(track, s + a, s + b), e - s, fit_cfg,
