@@ -243,17 +243,17 @@ def test_clear_errors(argv, message, media, tmp_path, capsys):
 def test_the_landmark_calibration_file_is_part_of_the_analysis_cache_key(media, tmp_path):
     """A dub fitted with another calibration (e.g. data_prep.calibrate_real's) must not reuse a cached analysis,
     nor one made with an earlier version of the same file."""
-    from src.geometry.face_models.landmark_calibration import resolve
+    from src.geometry.face_models.landmark_calibration import LandmarkCalibration, packaged_path
     from src.inference.reference_analysis import cache_key
 
     fm = load_face_model("procedural")
-    packaged = resolve(fm.name, "mp478", 478, "auto")
+    packaged = LandmarkCalibration.load(packaged_path(fm.name, "mp478"))  # a copy: the fit's is cached, never edit it
     packaged.save(tmp_path / "cal.npy")
     auto = cache_key(media["ref"], fm, AnalysisConfig())
     same_values = cache_key(media["ref"], fm, AnalysisConfig(landmark_calibration=str(tmp_path / "cal.npy")))
     assert same_values != auto
-    packaged.offset = packaged.offset + 1.0
-    packaged.save(tmp_path / "cal.npy")
+    LandmarkCalibration(packaged.face_model, packaged.landmarks, packaged.offset + 1.0, packaged.meta,
+                        packaged.expression).save(tmp_path / "cal.npy")
     assert cache_key(media["ref"], fm, AnalysisConfig(landmark_calibration=str(tmp_path / "cal.npy"))) != same_values
 
 
