@@ -24,8 +24,9 @@ help:
 	@echo "make test      lint, then run the default test suite (PYTEST_ARGS='-m slow' for the slow tests)"
 	@echo "make lint      ruff over the whole tree (configured in pyproject.toml)"
 	@echo "make demo      synthetic corpus -> shards -> both stages -> dub -> benchmark, in outputs/demo/"
-	@echo "make demo-real real faces and speech (../shared/data): shards, render_real, the U-Net baseline, eval.reconstruct,"
-	@echo "               geometry_real (phones), eval.lipsync, a dub of a val person, in outputs/demo/real/ (~90 min)"
+	@echo "make demo-real real faces and speech (../shared/data): shards (a real-face landmark calibration), render_real,"
+	@echo "               the U-Net baseline, eval.reconstruct, geometry_real (phones), eval.lipsync, a dub of a val person,"
+	@echo "               in outputs/demo/real/ (~95 min)"
 	@echo "make demo-real-lmd  after demo-real: LMD of self-dubs of five val people against a frozen mouth (~35 min)"
 	@echo "make browser   install Debian's chromium for the browser tests (as root; make test runs it)"
 	@echo "make stage1-scale  stage 1's acceptance at the data scale it needs (1920 clips, ~55 min), outputs/stage1_scale/"
@@ -176,7 +177,8 @@ demo-real: install
 	$(REAL_DUB) --video $(REAL_VIDEO) --audio $(REAL_SPEECH) --out $(REAL)/dub.mp4
 	$(PY) -m eval.contact_sheet --video $(REAL)/dub.mp4 --input $(REAL_VIDEO) --out $(REAL)/dub_sheet.png
 	$(PY) -m eval.upper_face --input $(REAL_VIDEO) --dubbed $(REAL)/dub.mp4 --json $(REAL)/upper_face.json
-	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed)"
+	@echo "real shards:     $(REAL)/shards/ (index.json: what the quality filter removed), fitted with the landmark"
+	@echo "                 calibration refined on the train people: $(REAL)/landmark_calibration.npy (.json: per pass)"
 	@echo "stage 2 (real):  $(REAL)/render/checkpoints/last.ckpt (samples/: held-out people)"
 	@echo "U-Net baseline:  $(REAL)/unet/checkpoints/last.ckpt"
 	@echo "reconstruction:  $(REAL)/reconstruct/reconstruct.md (.csv, .json; sheets/: one contact sheet per clip);"
